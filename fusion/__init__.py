@@ -1,0 +1,13 @@
+"""fusion: XFeat fused with SFD2-style distillation, for hloc-style visual localization."""
+
+import logging
+
+__version__ = "0.1.0"
+
+logger = logging.getLogger("fusion")
+if not logger.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("[%(asctime)s fusion %(levelname)s] %(message)s", "%H:%M:%S"))
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

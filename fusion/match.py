@@ -4,12 +4,10 @@
 """
 
 import argparse
-import functools
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -18,6 +16,7 @@ from .models import MATCHERS, build_model
 from .utils.batch import finish_batch, run_cli
 from .utils.h5 import ResumableH5Writer
 from .utils.io import names_to_pair, read_pairs
+from .utils.readers import FeatureReader
 
 logger = logging.getLogger("fusion")
 
@@ -46,26 +45,6 @@ def unique_new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str,
         if names_to_pair(a, b) not in done and names_to_pair(b, a) not in done:
             todo.append((a, b))
     return todo
-
-
-class FeatureReader:
-    """Reads (and caches) one image's features from an hloc features file."""
-
-    def __init__(self, path: Path, cache_size: int = 256):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: features file not found")
-        self.fd = h5py.File(self.path, "r")
-        self.read = functools.lru_cache(maxsize=cache_size)(self._read)
-
-    def _read(self, name: str) -> Dict[str, torch.Tensor]:
-        if name not in self.fd:
-            raise KeyError(f"{name}: no features in {self.path}")
-        group = self.fd[name]
-        return {k: torch.from_numpy(group[k][()]).float() for k in ("keypoints", "descriptors", "image_size")}
-
-    def close(self):
-        self.fd.close()
 
 
 def pair_input(feats0: Dict[str, torch.Tensor], feats1: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -1,0 +1,24 @@
+"""RobotCar Seasons localization; result names carry the camera (rear/xxx.jpg) as the benchmark expects.
+
+    python pipelines/robotcar.py --dataset datasets/robotcar --outputs outputs/robotcar \\
+        [--feature fused_xfeat] [--matcher xfeat_mnn|lighterglue] [--pairs FILE]
+"""
+
+from pathlib import Path
+
+from fusion import datasets, pipeline
+from fusion.cli import pipeline_options, pipeline_parser
+from fusion.utils.batch import run_cli
+
+
+def main(argv=None):
+    parser = pipeline_parser(__doc__, "outputs/robotcar")
+    parser.add_argument("--dataset", type=Path, default=Path("datasets/robotcar"))
+    args = parser.parse_args(argv)
+    scene = datasets.robotcar(args.dataset, args.pairs)
+    out = pipeline.run(scene, args.outputs, **pipeline_options(args))
+    print(f"results for visuallocalization.net: {out['results']}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

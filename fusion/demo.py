@@ -8,6 +8,7 @@ ships, so that local features behave as on real walls. Night images are darker, 
 an orange cast and lit windows.
 """
 
+import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,10 @@ import matplotlib
 import numpy as np
 import pycolmap
 
-from . import datasets, pipeline, viz
+from . import datasets, localize, pipeline, viz
 from .reference import model_from_poses, poses_from_model, read_poses, write_poses, write_query_list
 from .utils.io import read_pairs
+from .triangulation import COLMAP_PIXEL_OFFSET
 from .utils.readers import FeatureReader, MatchReader
 
 STREET_WIDTH, FACADE_HEIGHT, BUILDING_WIDTH = 12.0, 12.0, 10.0
@@ -311,5 +313,24 @@ def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = "xfeat_mnn",
     images = [cv2.imread(str(scene.images / n))[:, :, ::-1] for n in (query, db_name)]
     out["matches_png"] = viz.plot_matches(*images, kq, kd, inliers, outputs / "matches.png",
                                           f"{query} - {db_name}: {int(inliers.sum())} inliers / {len(inliers)} matches")
+    out["reprojection_png"] = reprojection_figure(model, scene, query, estimates[Path(query).name], out,
+                                                  images[0], outputs / "reprojection.png")
     return out
+
+
+def reprojection_figure(model, scene, query, pose, out, image, path, max_error: float = 12.0):
+    """The query with the 3D points it matched, reprojected with its estimated pose."""
+    log = json.loads(out["results"].with_name(out["results"].stem + "_logs.json").read_text())["queries"][query]
+    db_ids = [model.find_image_with_name(n).image_id for n in log["db"]]
+    reader, matches = FeatureReader(out["features"]), MatchReader(out["loc_matches"])
+    index2d, point_ids, _ = localize.correspondences(model, db_ids, query, matches)
+    keypoints = reader.keypoints(query)[index2d]
+    reader.close()
+    matches.close()
+    points = np.array([model.points3D[i].xyz for i in point_ids])
+    in_camera = points @ pose.rotation.matrix().T + np.asarray(pose.translation)
+    projected = dict(scene.queries)[query].img_from_cam(in_camera) - COLMAP_PIXEL_OFFSET
+    inliers = np.linalg.norm(projected - keypoints, axis=1) < max_error
+    return viz.plot_reprojection(image, keypoints, projected, inliers, path,
+                                 f"{query}: {int(inliers.sum())} of {len(inliers)} 2D-3D matches reproject within {max_error:g} px")
 

@@ -82,3 +82,69 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_keypoints_heatmap(image, keypoints, heatmap, path: Path, stability=None, title: str = "") -> Path:
+    """Image with the keypoint heatmap, the stability weight (if any) and the keypoints."""
+    panels = 3 if stability is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 5 * image.shape[0] / image.shape[1] + 0.5), dpi=100)
+    axes[0].imshow(image)
+    axes[0].scatter(keypoints[:, 0], keypoints[:, 1], s=2, c="lime")
+    axes[0].set_title(title or f"{len(keypoints)} keypoints", fontsize=9)
+    axes[1].imshow(image)
+    axes[1].imshow(heatmap, cmap="inferno", alpha=0.6, extent=(0, image.shape[1], image.shape[0], 0))
+    axes[1].set_title("keypoint heatmap x reliability", fontsize=9)
+    if stability is not None:
+        axes[2].imshow(image)
+        shown = axes[2].imshow(stability, cmap="RdYlGn", vmin=0.1, vmax=1.0, alpha=0.55,
+                               extent=(0, image.shape[1], image.shape[0], 0))
+        fig.colorbar(shown, ax=axes[2], fraction=0.03)
+        axes[2].set_title("stability weight (0.1 unstable .. 1 stable)", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reprojection(image, keypoints, projected, inliers, path: Path, title: str = "") -> Path:
+    """A localized query: reprojected inlier 3D points (green, joined to their keypoints), outliers red."""
+    fig, ax = plt.subplots(figsize=(image.shape[1] / 100, image.shape[0] / 100 + 0.4), dpi=100)
+    ax.imshow(image)
+    ax.scatter(keypoints[~inliers, 0], keypoints[~inliers, 1], s=2, c="red", label="outlier keypoints")
+    ax.plot(np.stack([keypoints[inliers, 0], projected[inliers, 0]]),
+            np.stack([keypoints[inliers, 1], projected[inliers, 1]]), color="yellow", linewidth=0.8)
+    ax.scatter(projected[inliers, 0], projected[inliers, 1], s=4, c="lime", label="reprojected inlier points")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlim(0, image.shape[1])
+    ax.set_ylim(image.shape[0], 0)
+    ax.set_title(title or f"{int(inliers.sum())} inliers / {len(inliers)} 2D-3D matches", fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training_curves(metrics_csv: Path, path: Path) -> Path:
+    """Every loss/metric column of a training run's metrics CSV against the step."""
+    import csv
+
+    with open(metrics_csv, newline="") as fd:
+        rows = list(csv.DictReader(fd))
+    if not rows:
+        raise ValueError(f"{metrics_csv}: no metrics rows")
+    steps = np.array([float(r["step"]) for r in rows])
+    keys = [k for k in rows[0] if k not in ("step", "stage", "time", "lr") and rows[0][k] not in ("", None)]
+    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 1.8 * len(keys) + 0.5), dpi=100, sharex=True, squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        values = np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows])
+        ax.plot(steps, values, linewidth=1)
+        ax.set_ylabel(key, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

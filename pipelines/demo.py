@@ -2,8 +2,8 @@
 
     python pipelines/demo.py [--outputs outputs/demo] [--feature fused_xfeat] [--matcher xfeat_mnn]
 
-Writes outputs/demo/dataset (Aachen layout), the result file, recall table (JSON), matches.png
-and topdown.png.
+Writes outputs/demo/dataset (Aachen layout), the result file, recall table (JSON), matches.png,
+reprojection.png and topdown.png.
 """
 
 import argparse
@@ -28,7 +28,7 @@ def main(argv=None):
     out = demo.run(args.outputs, args.feature, args.matcher, args.num_db, args.num_day, args.num_night,
                    overwrite=args.overwrite)
     print(f"results:  {out['results']}\nrecall:   {out['report_path']}\nmatches:  {out['matches_png']}\n"
-          f"top-down: {out['topdown']}\ntime:     {time.time() - start:.1f} s")
+          f"reprojection: {out['reprojection_png']}\ntop-down: {out['topdown']}\ntime:     {time.time() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,30 @@
+"""Geometric consistency: bidirectional warp consistency of the detection maps, or epipolar for pose-only pairs."""
+
+import torch
+import torch.nn.functional as F
+
+
+def sample_at(maps: torch.Tensor, positions: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear samples (B, C, h, w) of ``maps`` at pixel ``positions`` (B, h, w, 2) of an image of ``size``."""
+    height, width = size
+    grid = torch.stack([2 * (positions[..., 0] + 0.5) / width - 1, 2 * (positions[..., 1] + 0.5) / height - 1], -1)
+    return F.grid_sample(maps, grid, mode="bilinear", align_corners=False)
+
+
+def warp_consistency(map0, map1, warp01, valid01, warp10, valid10, size) -> torch.Tensor:
+    """L1 between each map and the other map sampled at the corresponding points, masked, both ways."""
+    total, count = 0.0, 0.0
+    for own, other, warp, valid in ((map0, map1, warp01, valid01), (map1, map0, warp10, valid10)):
+        diff = (own - sample_at(other, warp, size)).abs().mean(1)
+        total = total + (diff * valid).sum()
+        count = count + valid.sum()
+    return total / max(float(count), 1.0)
+
+
+def epipolar_distance(points0, points1, fundamental) -> torch.Tensor:
+    """Symmetric epipolar distance (N,) of pixel points under a fundamental matrix (3, 3)."""
+    h0 = F.pad(points0, (0, 1), value=1.0)
+    h1 = F.pad(points1, (0, 1), value=1.0)
+    lines1, lines0 = h0 @ fundamental.t(), h1 @ fundamental
+    residual = (h1 * lines1).sum(1).abs()
+    return residual / lines1[:, :2].norm(dim=1).clamp_min(1e-8) + residual / lines0[:, :2].norm(dim=1).clamp_min(1e-8)

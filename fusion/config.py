@@ -45,5 +45,16 @@ def load_config(path: Path, overrides: List[str] = (), root: Path = None) -> dic
             node = node[part]
         if leaf not in node:
             raise KeyError(f"override {item!r}: unknown key {key!r}")
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = parse_value(value)
     return conf
+
+
+def parse_value(text: str):
+    """A YAML value; also reads 1e-4 as a number (YAML 1.1 wants 1.0e-4)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

@@ -13,6 +13,13 @@ import pycolmap  # noqa: E402
 from .triangulation import COLMAP_PIXEL_OFFSET, epipolar_distances  # noqa: E402
 
 
+def save_figure(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def epipolar_inliers(keypoints0, keypoints1, camera0, camera1, pose0, pose1, max_error: float = 4.0):
     """Which matched keypoints agree with the two poses (epipolar distance below ``max_error`` px)."""
     points0 = camera0.cam_from_img(keypoints0 + COLMAP_PIXEL_OFFSET)
@@ -39,10 +46,7 @@ def plot_matches(image0, image1, keypoints0, keypoints1, inliers, path: Path, ti
         ax.plot(xs, ys, color=colour, linewidth=0.6, alpha=0.7)
     ax.set_title(title or f"{int(inliers.sum())} inliers / {len(inliers)} matches", fontsize=9)
     ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def centre(pose: pycolmap.Rigid3d) -> np.ndarray:
@@ -78,10 +82,7 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
     ax.set_aspect("equal")
     ax.legend(fontsize=7, loc="best")
     ax.set_title("top-down view")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_keypoints_heatmap(image, keypoints, heatmap, path: Path, stability=None, title: str = "") -> Path:
@@ -102,10 +103,7 @@ def plot_keypoints_heatmap(image, keypoints, heatmap, path: Path, stability=None
         axes[2].set_title("stability weight (0.1 unstable .. 1 stable)", fontsize=9)
     for ax in axes:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_reprojection(image, keypoints, projected, inliers, path: Path, title: str = "") -> Path:
@@ -121,10 +119,7 @@ def plot_reprojection(image, keypoints, projected, inliers, path: Path, title: s
     ax.set_ylim(image.shape[0], 0)
     ax.set_title(title or f"{int(inliers.sum())} inliers / {len(inliers)} 2D-3D matches", fontsize=9)
     ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_training_curves(metrics_csv: Path, path: Path) -> Path:
@@ -136,7 +131,7 @@ def plot_training_curves(metrics_csv: Path, path: Path) -> Path:
     if not rows:
         raise ValueError(f"{metrics_csv}: no metrics rows")
     steps = np.array([float(r["step"]) for r in rows])
-    keys = [k for k in rows[0] if k not in ("step", "stage", "time", "lr") and rows[0][k] not in ("", None)]
+    keys = [k for k in rows[0] if k not in ("step", "stage", "time", "lr", "skipped") and rows[0][k] not in ("", None)]
     fig, axes = plt.subplots(len(keys), 1, figsize=(7, 1.8 * len(keys) + 0.5), dpi=100, sharex=True, squeeze=False)
     for ax, key in zip(axes[:, 0], keys):
         values = np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows])
@@ -144,7 +139,4 @@ def plot_training_curves(metrics_csv: Path, path: Path) -> Path:
         ax.set_ylabel(key, fontsize=8)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

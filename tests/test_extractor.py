@@ -121,3 +121,27 @@ def test_xfeat_star_matches_reference_dual_scale(reference, photo_rgb):
     assert torch.allclose(pred["keypoints"][0], expected["keypoints"][0].float(), atol=1e-4)
     assert (pred["descriptors"][0].t() - expected["descriptors"][0]).abs().max() < 1e-4
     assert torch.allclose(pred["scales"][0], expected["scales"][0])
+
+
+def test_xfeat_star_refined_matches_equal_the_reference(reference, photo_rgb):
+    import cv2
+
+    from fusion.models.matchers import mutual_nearest_neighbours
+    from fusion.models.xfeat import refine_semidense_matches
+
+    image0 = to_tensor(photo_rgb)
+    warped = cv2.warpAffine(photo_rgb, cv2.getRotationMatrix2D((256, 300), 8, 0.95), (512, 600))
+    image1 = to_tensor(np.ascontiguousarray(warped))
+    expected0, expected1 = reference.match_xfeat_star(image0, image1, top_k=2000)
+    extractor = FusionExtractor({"mode": "semidense", "max_keypoints": 2000})
+    feats = []
+    for image in (image0, image1):
+        pred = extractor({"image": image})
+        feats.append({"keypoints": pred["keypoints"][0], "descriptors": pred["descriptors"][0].t(),
+                      "scales": pred["scales"][0]})
+    matches, _ = mutual_nearest_neighbours(feats[0]["descriptors"], feats[1]["descriptors"])
+    index0 = (matches > -1).nonzero()[:, 0]
+    with torch.inference_mode():
+        points0, points1, _ = refine_semidense_matches(extractor.fine_matcher, *feats, index0, matches[index0])
+    assert len(points0) == len(expected0) > 500
+    assert np.abs(points0.numpy() - expected0).max() < 1e-3 and np.abs(points1.numpy() - expected1).max() < 1e-4

@@ -100,7 +100,7 @@ def test_bad_training_data_fails_before_training(tmp_path, train_images):
 
 
 def test_config_inheritance_and_overrides(tmp_path):
-    conf = load_config(CONFIGS / "semantic.yaml", ["train.lr=0.01"])
+    conf = load_config(CONFIGS / "semantic.yaml", ["train.lr=1e-2"])
     assert conf["stage"] == "semantic" and conf["losses"]["weights"]["structural"] == 1.0
     assert conf["losses"]["weights"]["stability"] == 1.0 and conf["train"]["lr"] == 0.01
     custom = tmp_path / "mine.yaml"

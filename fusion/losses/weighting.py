@@ -53,7 +53,7 @@ class LossWeighting(nn.Module):
 
     def state(self) -> Dict[str, float]:
         if self.mode == "uncertainty":
-            return {f"weight/{n}": float(torch.exp(-v)) for n, v in zip(self.names, self.log_vars)}
+            return {f"weight/{n}": torch.exp(-v).item() for n, v in zip(self.names, self.log_vars.detach())}
         if self.mode == "gradnorm":
-            return {f"weight/{n}": float(w) for n, w in zip(self.names, self.gradnorm_weights)}
+            return {f"weight/{n}": w.item() for n, w in zip(self.names, self.gradnorm_weights.detach())}
         return {}

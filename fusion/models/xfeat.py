@@ -158,3 +158,19 @@ def detect_dense(maps: Dict[str, torch.Tensor], max_cells: int) -> Dict[str, tor
         "scores": scores,
         "descriptors": dense.reshape(channels, -1).t()[index],
     }
+
+
+def refine_semidense_matches(fine_matcher, features0, features1, index0, index1, min_confidence: float = 0.25):
+    """XFeat* refinement of coarse matches: the MLP's 8x8 soft-argmax offset moves each image-0 point.
+
+    ``features*``: semi-dense outputs (keypoints (N, 2), raw descriptors (N, 64), scales (N,)).
+    Returns the refined image-0 points, the image-1 points and the kept-match mask.
+    """
+    logits = fine_matcher(torch.cat([features0["descriptors"][index0], features1["descriptors"][index1]], -1))
+    confidence = F.softmax(logits * 3, dim=-1).max(dim=-1).values
+    weights = F.softmax(logits * 3, dim=-1).view(-1, 8, 8)
+    steps = torch.arange(8, device=logits.device, dtype=logits.dtype) - 4
+    offsets = torch.stack([(weights.sum(1) * steps).sum(-1), (weights.sum(2) * steps).sum(-1)], -1)
+    points0 = features0["keypoints"][index0] + offsets * features0["scales"][index0, None]
+    keep = confidence > min_confidence
+    return points0[keep], features1["keypoints"][index1][keep], keep

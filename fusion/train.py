@@ -133,7 +133,9 @@ class Trainer:
         if pretrained:
             model.load_state_dict(load_checkpoint(pretrained).state_dict())
         self.model = model.to(self.device).train()
-        self.net = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None)
+        # Which heads get a loss depends on the stage (and on the step, when decoupled).
+        self.net = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None,
+                                                              find_unused_parameters=True)
                     if self.world > 1 else self.model)
         self.teacher = load_teacher(conf["teacher"]["checkpoint"]).to(self.device) if conf["teacher"]["checkpoint"] else None
         self.keypoint_teacher = None
@@ -224,29 +226,56 @@ class Trainer:
             weights = torch.where(missing, pseudo_weights, weights)
         return labels, weights
 
+    def correspondences(self, batch: dict, generator: torch.Generator):
+        """Per image pair: sampled valid cells of image 0 and their true positions in image 1."""
+        picks = []
+        for i in range(batch["image0"].shape[0]):
+            valid = batch["valid01"][i].flatten().nonzero()[:, 0]
+            if len(valid) < 8:
+                continue
+            pick = valid[torch.randperm(len(valid), generator=generator)[: self.conf["train"]["points_per_image"]]]
+            picks.append((i, pick.to(self.device), batch["warp01"][i].reshape(-1, 2)[pick].to(self.device)))
+        return picks
+
+    def fine_query(self, batch: dict, picks, size):
+        """XFeat* refinement targets: for each sampled cell, the offset (in image 0, from its cell corner)
+        of the point that matches the corner of the image-1 cell it lands in."""
+        b, width = batch["image0"].shape[0], size[1]
+        rows0, cells0, rows1, cells1, offsets = [], [], [], [], []
+        for i, pick, p1 in picks:
+            corner1 = (p1 // 8) * 8
+            target0 = sample_at(batch["warp10"][i].permute(2, 0, 1)[None].to(self.device),
+                                (corner1 + 3.5)[None, None], size)[0, :, 0].t() - 3.5
+            corner0 = torch.stack([(pick % (width // 8)) * 8, (pick // (width // 8)) * 8], 1).float()
+            offset = target0 - corner0
+            keep = (offset.abs() < 8).all(1)
+            rows0.append(torch.full((int(keep.sum()),), i, device=self.device))
+            rows1.append(torch.full((int(keep.sum()),), b + i, device=self.device))
+            cells0.append(pick[keep])
+            cells1.append(cells_of(corner1[keep], width))
+            offsets.append(offset[keep])
+        if not picks or sum(len(o) for o in offsets) < 2:
+            return None, None
+        return tuple(torch.cat(x) for x in (rows0, cells0, rows1, cells1)), torch.cat(offsets)
+
     def compute_losses(self, batch: dict, terms) -> Dict[str, torch.Tensor]:
         conf = self.conf["losses"]
         images = torch.cat([batch["image0"], batch["image1"]]).to(self.device)
         size = images.shape[-2:]
         b = batch["image0"].shape[0]
-        maps = self.net(images)
-        raw = maps["dense_descriptors"]
-        desc = F.normalize(raw, dim=1)
         generator = torch.Generator().manual_seed(self.conf["seed"] * 1_000_003 + self.step * 7919 + self.rank)
-        losses: Dict[str, list] = {t: [] for t in terms}
-
+        picks = self.correspondences(batch, generator)
+        fine_query, fine_offsets = self.fine_query(batch, picks, size) if "fine" in terms else (None, None)
         teacher_maps = None
         if self.teacher is not None and any(t in terms for t in (*TEACHER_TERMS, *LABEL_TERMS, "keypoint")):
             with torch.no_grad():
                 teacher_maps = self.teacher(images)
+        teacher_descriptors = teacher_maps["descriptors"] if "descriptor_distill" in terms else None
+        maps = self.net(images, teacher_descriptors, fine_query)
+        desc = F.normalize(maps["dense_descriptors"], dim=1)
+        losses: Dict[str, list] = {t: [] for t in terms}
 
-        for i in range(b):
-            valid = batch["valid01"][i].flatten().nonzero()[:, 0]
-            if len(valid) < 8:
-                continue
-            pick = valid[torch.randperm(len(valid), generator=generator)[: self.conf["train"]["points_per_image"]]]
-            pick = pick.to(self.device)
-            p1 = batch["warp01"][i].reshape(-1, 2)[pick.cpu()].to(self.device)
+        for i, pick, p1 in picks:
             d0 = desc[i].flatten(1)[:, pick].t()
             d1 = F.normalize(sample_at(desc[b + i: b + i + 1], p1[None, None], size)[0, :, 0].t(), dim=1)
             if "descriptor" in terms:
@@ -256,8 +285,8 @@ class Trainer:
                 losses["reliability"].append(reliability_loss(predicted, match_confidence(d0, d1, conf["descriptor_temperature"])))
             if "infonce" in terms:
                 losses["infonce"].append(infonce_hard_negatives(d0, d1, **conf["infonce"]))
-            if "fine" in terms:
-                losses["fine"].append(self.fine_loss(batch, i, b, raw, pick, p1, size))
+        if fine_query is not None:
+            losses["fine"].append(fine_offset_nll(maps["fine_logits"], fine_offsets))
 
         targets, stability_labels, stability_weights = None, None, None
         if any(t in terms for t in ("keypoint", "stability_detection")):
@@ -289,8 +318,8 @@ class Trainer:
                                                                 conf["structural"]["kind"],
                                                                 conf["structural"]["layer_weighting"]))
         if "descriptor_distill" in terms:
-            adapted = self.model.adapter(teacher_maps["descriptors"], raw)
-            losses["descriptor_distill"].append(descriptor_distillation(desc, F.normalize(adapted, dim=1)))
+            losses["descriptor_distill"].append(
+                descriptor_distillation(desc, F.normalize(maps["adapted_teacher"], dim=1)))
         if "geometric" in terms:
             detection = torch.cat([maps["reliability"], 1 - maps["keypoint_logits"].softmax(1)[:, 64:]], 1)
             dev = {k: batch[k].to(self.device) for k in ("warp01", "valid01", "warp10", "valid10")}
@@ -298,20 +327,6 @@ class Trainer:
                                                         dev["valid01"].float(), dev["warp10"],
                                                         dev["valid10"].float(), size))
         return {name: torch.stack(values).mean() for name, values in losses.items() if values}
-
-    def fine_loss(self, batch, i, b, raw, pick, p1, size):
-        """XFeat* refinement: offset, in image 0, of the point matching image 1's coarse cell corner."""
-        width = size[1]
-        corner1 = (p1 // 8) * 8
-        target0 = sample_at(batch["warp10"][i].permute(2, 0, 1)[None].to(self.device),
-                            (corner1 + 3.5)[None, None], size)[0, :, 0].t() - 3.5
-        corner0 = torch.stack([(pick % (width // 8)) * 8, (pick // (width // 8)) * 8], 1).float()
-        offsets = target0 - corner0
-        keep = (offsets.abs() < 8).all(1)
-        cells1 = cells_of(corner1, width)
-        features = torch.cat([raw[i].flatten(1)[:, pick].t(), raw[b + i].flatten(1)[:, cells1].t()], 1)
-        logits = self.model.backbone.fine_matcher(features[keep])
-        return fine_offset_nll(logits, offsets[keep]) if keep.sum() > 1 else raw.sum() * 0
 
     # ---- loop ------------------------------------------------------------------------------
     def terms_at(self, step: int):

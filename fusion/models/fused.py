@@ -5,7 +5,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 from torch import nn
@@ -36,10 +36,22 @@ class FusedXFeat(nn.Module):
         # Set by training once the stability head has been supervised; extraction uses it only then.
         self.register_buffer("stability_trained", torch.tensor(False))
 
-    def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """All maps of the student (backbone maps + stability logits) for training or inference."""
+    def forward(self, image: torch.Tensor, teacher_descriptors: torch.Tensor = None,
+                fine_query: Tuple[torch.Tensor, ...] = None) -> Dict[str, torch.Tensor]:
+        """All maps of the student (backbone maps + stability logits) for training or inference.
+
+        Training extras, computed here so that DistributedDataParallel sees every parameter used:
+        ``teacher_descriptors`` -> ``adapted_teacher`` (FusionAdapter), and ``fine_query`` (image
+        and cell indices of coarse matches: rows0, cells0, rows1, cells1) -> ``fine_logits``.
+        """
         maps = self.backbone.forward_maps(image)
         maps["stability_logits"] = self.stability_head(maps["dense_descriptors"])
+        if teacher_descriptors is not None:
+            maps["adapted_teacher"] = self.adapter(teacher_descriptors, maps["dense_descriptors"])
+        if fine_query is not None:
+            rows0, cells0, rows1, cells1 = fine_query
+            flat = maps["dense_descriptors"].flatten(2)
+            maps["fine_logits"] = self.backbone.fine_matcher(torch.cat([flat[rows0, :, cells0], flat[rows1, :, cells1]], 1))
         return maps
 
     def score_weight(self, maps: Dict[str, torch.Tensor]) -> torch.Tensor:

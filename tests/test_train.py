@@ -131,3 +131,52 @@ def test_ade20k_labels_map_to_stability_classes():
     labels = np.full((16, 16), 2)
     labels[:8, :8] = 0
     assert cell_labels(labels).tolist() == [[0, 2], [2, 2]]
+
+
+def test_non_finite_steps_are_skipped_and_logged(tmp_path, train_images, monkeypatch):
+    trainer = Trainer(tiny_config(tmp_path, train_images, steps=3))
+    original = trainer.compute_losses
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    def nan_on_first_step(batch, terms):
+        losses = original(batch, terms)
+        if trainer.step == 0:
+            losses["descriptor"] = losses["descriptor"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer, "compute_losses", nan_on_first_step)
+    trainer.train(stop_at=1)
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items() if "running" not in k
+               and "num_batches" not in k)  # no optimizer update from the NaN step
+    with open(tmp_path / "run" / "metrics.csv", newline="") as fd:
+        assert [row["skipped"] for row in csv.DictReader(fd)] == ["1"]
+
+
+def test_decoupled_schedule_trains_the_detector_later(tmp_path, train_images):
+    trainer = Trainer(tiny_config(tmp_path, train_images, **{"train.decoupled.enabled": True,
+                                                            "train.decoupled.detector_start": 5}))
+    assert set(trainer.terms_at(0)) == {"descriptor", "fine"}
+    assert set(trainer.terms_at(5)) == {"descriptor", "reliability", "keypoint", "fine"}
+
+
+def test_megadepth_pairs_from_scene_info(tmp_path, train_images):
+    root = tmp_path / "megadepth"
+    (root / "images").mkdir(parents=True)
+    photo = cv2.imread(str(sample_photo()))
+    for name in ("a", "b"):
+        cv2.imwrite(str(root / "images" / f"{name}.jpg"), photo)
+        np.save(root / "images" / f"{name}.npy", np.full(photo.shape[:2], 5.0, np.float32))
+    K = np.array([[400.0, 0, 256], [0, 400.0, 300], [0, 0, 1]])
+    pose_b = np.eye(4)
+    pose_b[0, 3] = -0.25  # camera b 0.25 m to the right of a, both looking at a plane 5 m away
+    np.savez(root / "scene.npz", image_paths=np.array(["images/a.jpg", "images/b.jpg"], object),
+             depth_paths=np.array(["images/a.npy", "images/b.npy"], object), intrinsics=np.stack([K, K]),
+             poses=np.stack([np.eye(4), pose_b]), pair_infos=np.array([((0, 1), 0.5, None)], dtype=object))
+    from fusion.data.megadepth import MegaDepthPairs
+
+    pairs = MegaDepthPairs({"root": str(root), "scene_info": str(root / "scene.npz"), "size": [256, 304]})
+    sample = pairs.sample(np.random.default_rng(0))
+    shift = 400 * 0.25 / 5 * 256 / 512  # 20 px at full size, 10 px after resizing to 256 wide
+    moved = sample["warp01"][sample["valid01"]] - np.stack(np.meshgrid(np.arange(32), np.arange(38)), -1)[
+        sample["valid01"]] * 8 - 3.5
+    assert sample["valid01"].mean() > 0.8 and np.allclose(moved, [-shift, 0], atol=0.05)

@@ -7,7 +7,7 @@ import argparse
 import copy
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
@@ -52,8 +52,9 @@ def prepare_image(path: Path, preprocessing: dict):
     return tensor[None], original_size
 
 
-def extract_image(model, path: Path, preprocessing: dict, as_half: bool = True) -> Dict[str, np.ndarray]:
-    """Features of one image in hloc's layout (keypoints in original pixels, descriptors (D, N))."""
+def extract_image(model, path: Path, preprocessing: dict, as_half: bool = True):
+    """Features of one image in hloc's layout (keypoints in original pixels, descriptors (D, N)),
+    and their h5 attributes (hloc's keypoint ``uncertainty``: the resize factor)."""
     tensor, original_size = prepare_image(path, preprocessing)
     pred = {k: v[0].cpu().numpy() for k, v in model({"image": tensor}).items()}
     scale = (original_size / np.array(tensor.shape[-2:][::-1])).astype(np.float32)
@@ -65,8 +66,7 @@ def extract_image(model, path: Path, preprocessing: dict, as_half: bool = True) 
         for key in ("descriptors", "scores", "scales"):
             if key in pred:
                 pred[key] = pred[key].astype(np.float16)
-    pred["_uncertainty"] = float(scale.mean())
-    return pred
+    return pred, {"keypoints": {"uncertainty": float(scale.mean())}}
 
 
 @torch.no_grad()
@@ -101,12 +101,11 @@ def main(
         with writer:
             for name in tqdm(todo, desc="extract", unit="img"):
                 try:
-                    pred = extract_image(model, image_dir / name, conf["preprocessing"], as_half)
+                    pred, attrs = extract_image(model, image_dir / name, conf["preprocessing"], as_half)
                 except Exception as error:  # a bad image must not stop the batch
                     failures.append(f"{name}: {error}")
                     continue
-                uncertainty = pred.pop("_uncertainty")
-                writer.write(name, pred, {"keypoints": {"uncertainty": uncertainty}})
+                writer.write(name, pred, attrs)
     finish_batch("images", failures, len(todo), raise_on_failure)
     return feature_path
 

@@ -15,6 +15,7 @@ from .stability import StabilityHead, stability_weight
 from .xfeat import load_xfeat_backbone
 
 CHECKPOINT_FORMAT = "fusion-checkpoint-v1"
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class FusedXFeat(nn.Module):
@@ -70,7 +71,7 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def git_commit(root: Path = Path(__file__).resolve().parents[2]) -> str:
+def git_commit(root: Path = SOURCE_ROOT) -> str:
     """Commit of the source tree (with ``-dirty`` when modified), or ``unknown`` outside git."""
     try:
         commit = subprocess.run(

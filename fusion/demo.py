@@ -320,7 +320,7 @@ def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = "xfeat_mnn",
 
 def reprojection_figure(model, scene, query, pose, out, image, path, max_error: float = 12.0):
     """The query with the 3D points it matched, reprojected with its estimated pose."""
-    log = json.loads(out["results"].with_name(out["results"].stem + "_logs.json").read_text())["queries"][query]
+    log = json.loads(localize.log_path(out["results"]).read_text())["queries"][query]
     db_ids = [model.find_image_with_name(n).image_id for n in log["db"]]
     reader, matches = FeatureReader(out["features"]), MatchReader(out["loc_matches"])
     index2d, point_ids, _ = localize.correspondences(model, db_ids, query, matches)

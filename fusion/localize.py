@@ -37,6 +37,11 @@ def result_name(name: str, style: str) -> str:
     raise ValueError(f"unknown result name style {style!r}")
 
 
+def log_path(results: Path) -> Path:
+    """The JSON log written beside a results file."""
+    return Path(results).with_name(Path(results).stem + "_logs.json")
+
+
 def covisibility_clusters(model: pycolmap.Reconstruction, image_ids: Sequence[int]) -> List[List[int]]:
     """Connected components of ``image_ids`` linked by shared 3D points, largest first."""
     points = {i: {p.point3D_id for p in model.images[i].points2D if p.has_point3D()} for i in image_ids}
@@ -117,8 +122,8 @@ def main(
 ) -> Path:
     """Localize every query of ``queries`` (a list file with intrinsics, or (name, camera) pairs)."""
     results = Path(results)
-    log_path = results.with_name(results.stem + "_logs.json")
-    if results.exists() and log_path.exists() and not overwrite:
+    logs_file = log_path(results)
+    if results.exists() and logs_file.exists() and not overwrite:
         logger.info(f"Localization: re-using {results}")
         return results
     model = reference_sfm if isinstance(reference_sfm, pycolmap.Reconstruction) else pycolmap.Reconstruction(reference_sfm)
@@ -150,7 +155,7 @@ def main(
     feature_reader.close()
     match_reader.close()
     write_poses(poses, results)
-    log_path.write_text(json.dumps({"ransac_max_error": ransac_max_error, "queries": logs}, indent=1))
+    logs_file.write_text(json.dumps({"ransac_max_error": ransac_max_error, "queries": logs}, indent=1))
     logger.info(f"Localization: {len(query_list) - len(failures)} of {len(query_list)} queries localized "
                 f"(>= {min_inliers} inliers); results in {results}")
     if failures:

@@ -79,8 +79,8 @@ def run(
                          f"features: {sorted(extract.confs)}, matchers: {sorted(match.confs)}")
     outputs = Path(outputs)
     outputs.mkdir(parents=True, exist_ok=True)
+    cameras = dict(scene.queries)
     for group, names in scene.query_groups.items():  # per-condition query lists, as hloc writes them
-        cameras = dict(scene.queries)
         write_query_list([(n, cameras[n]) for n in names], outputs / f"{group}_queries_with_intrinsics.txt")
     feature_conf = copy.deepcopy(extract.confs[feature])
     if checkpoint:

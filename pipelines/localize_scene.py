@@ -9,9 +9,9 @@ LIST holds ``name MODEL width height params...`` lines, or bare names of referen
 
 from pathlib import Path
 
-from fusion import datasets, pipeline
-from fusion.cli import pipeline_options, pipeline_parser
-from fusion.utils.batch import run_cli
+from fusion.features.errors import run_cli
+from fusion.localization import pipeline, scenes
+from fusion.localization.pipeline import pipeline_options, pipeline_parser
 
 
 def main(argv=None):
@@ -21,7 +21,7 @@ def main(argv=None):
     parser.add_argument("--queries", type=Path, required=True)
     parser.add_argument("--gt", type=Path, help="ground-truth query poses")
     args = parser.parse_args(argv)
-    scene = datasets.generic(args.images, args.reference, args.queries, args.gt, args.pairs)
+    scene = scenes.generic(args.images, args.reference, args.queries, args.gt, args.pairs)
     out = pipeline.run(scene, args.outputs, **pipeline_options(args))
     print(f"results: {out['results']}")
     for name, errors in out.get("report", {}).get("per_query", {}).items():

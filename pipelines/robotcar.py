@@ -6,16 +6,16 @@
 
 from pathlib import Path
 
-from fusion import datasets, pipeline
-from fusion.cli import pipeline_options, pipeline_parser
-from fusion.utils.batch import run_cli
+from fusion.features.errors import run_cli
+from fusion.localization import pipeline, scenes
+from fusion.localization.pipeline import pipeline_options, pipeline_parser
 
 
 def main(argv=None):
     parser = pipeline_parser(__doc__, "outputs/robotcar")
     parser.add_argument("--dataset", type=Path, default=Path("datasets/robotcar"))
     args = parser.parse_args(argv)
-    scene = datasets.robotcar(args.dataset, args.pairs)
+    scene = scenes.robotcar(args.dataset, args.pairs)
     out = pipeline.run(scene, args.outputs, **pipeline_options(args))
     print(f"results for visuallocalization.net: {out['results']}")
 

@@ -5,11 +5,11 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from conftest import shared_path
-from fusion.eval import efficiency, homography, log, relpose
-from fusion.eval.__main__ import main as eval_main
-from fusion.eval.extractors import build_extractor
+
+from fusion.benchmarks import efficiency, homography, log, relpose
+from fusion.benchmarks.adapters import numpy_extractor
+from fusion.benchmarks.cli import main as eval_main
 
 H = np.array([[0.9, 0.1, 20.0], [-0.05, 1.1, 10.0], [1e-4, 2e-5, 1.0]])
 
@@ -120,5 +120,5 @@ def test_figures_are_written(tmp_path):
 
 def test_oxford_affine_real_data_mma(tmp_path):
     sequences = homography.read_sequences(shared_path("oxford_affine") / "leuven")
-    result = homography.evaluate(sequences, build_extractor("xfeat", 2048))
+    result = homography.evaluate(sequences, numpy_extractor("xfeat", 2048))
     assert result["pairs"] == 5 and result["illumination"]["mma@3"] > 0.6

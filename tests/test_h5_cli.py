@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fusion import extract, match
-from fusion.utils.batch import BatchError
+from fusion.features import extract, match
+from fusion.features.errors import BatchError
 
 
 def write_pairs(path, pairs):

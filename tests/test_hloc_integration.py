@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fusion import extract, match
+from fusion.features import extract, match
 from fusion.hloc import extractor_confs, matcher_confs, register
 
 hloc = pytest.importorskip("hloc", reason="hloc is optional and not installed (see third_party/README.md)")

@@ -3,19 +3,22 @@
 import numpy as np
 import pycolmap
 import pytest
-
 from conftest import shared_path
-from fusion import datasets, demo, pairs, pipeline, triangulation
-from fusion.evaluate import evaluate, recall_stats
-from fusion.localize import result_name
-from fusion.reference import model_from_nvm, model_from_poses, pose_error, read_poses, read_query_list, write_poses
+
+from fusion.localization import demo_scene, pairs, pipeline, scenes, triangulation
+from fusion.localization.localize import result_name
+from fusion.localization.poses import pose_error, read_poses, write_poses
+from fusion.localization.queries import read_query_list
+from fusion.localization.recall import evaluate, recall_stats
+from fusion.localization.reference_models import model_from_nvm, model_from_poses
+
 
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
     """A reduced demo street (20 m, 10 reference cameras, 3 day and 2 night queries) localized end to end."""
     root = tmp_path_factory.mktemp("demo")
-    demo.generate(root / "dataset", num_db=10, num_day=3, num_night=2, size=(480, 360), num_buildings=2)
-    scene = datasets.aachen(root / "dataset")
+    demo_scene.generate(root / "dataset", num_db=10, num_day=3, num_night=2, size=(480, 360), num_buildings=2)
+    scene = scenes.aachen(root / "dataset")
     out = pipeline.run(scene, root / "outputs", num_db_pairs=4, num_loc_pairs=5)
     return scene, out
 
@@ -37,9 +40,9 @@ def test_triangulation_yields_points_on_the_facades(small_demo):
     model = out["model"]
     assert model.num_points3D() > 1000
     points = np.array([p.xyz for p in model.points3D.values()])
-    half = demo.STREET_WIDTH / 2
+    half = demo_scene.STREET_WIDTH / 2
     on_surface = (np.abs(np.abs(points[:, 1]) - half) < 0.1) | (np.abs(points[:, 2]) < 0.1) | (
-        np.abs(points[:, 0] - 2 * demo.BUILDING_WIDTH) < 0.1)
+        np.abs(points[:, 0] - 2 * demo_scene.BUILDING_WIDTH) < 0.1)
     assert on_surface.mean() > 0.4  # the rest: wrong matches on repeated texture, far from the cameras
 
 
@@ -75,8 +78,8 @@ def test_recall_and_median_of_known_errors():
 
 
 def test_pose_error_of_a_known_perturbation():
-    truth = demo.look_pose([1, 2, 3], 30, 5)
-    moved = demo.look_pose([1.3, 2, 3.4], 33, 5)
+    truth = demo_scene.look_pose([1, 2, 3], 30, 5)
+    moved = demo_scene.look_pose([1.3, 2, 3.4], 33, 5)
     rotation, position = pose_error(moved, truth)
     assert rotation == pytest.approx(3.0, abs=1e-6) and position == pytest.approx(0.5, abs=1e-9)
     report = evaluate({"a": moved}, {"a": truth, "b": truth}, {"g": ["a"]})
@@ -84,7 +87,7 @@ def test_pose_error_of_a_known_perturbation():
 
 
 def test_pose_file_round_trip_and_result_names(tmp_path):
-    poses = {"query/day/a.jpg": demo.look_pose([1, 2, 3], 10, 2)}
+    poses = {"query/day/a.jpg": demo_scene.look_pose([1, 2, 3], 10, 2)}
     write_poses(poses, tmp_path / "p.txt")
     back = read_poses(tmp_path / "p.txt")["query/day/a.jpg"]
     assert pose_error(back, poses["query/day/a.jpg"])[1] < 1e-8
@@ -96,7 +99,7 @@ def test_pose_file_round_trip_and_result_names(tmp_path):
 
 
 def test_nvm_and_intrinsics_make_a_reference_model(tmp_path):
-    pose = demo.look_pose([2, 1, 1.5], 40, 3)
+    pose = demo_scene.look_pose([2, 1, 1.5], 40, 3)
     qw, qx, qy, qz = pose.rotation.quat[[3, 0, 1, 2]]
     cx, cy, cz = -pose.rotation.matrix().T @ pose.translation
     (tmp_path / "m.nvm").write_text(f"NVM_V3\n\n1\ndb/1.jpg 500 {qw} {qx} {qy} {qz} {cx} {cy} {cz} 0 0\n\n0\n")
@@ -109,12 +112,12 @@ def test_nvm_and_intrinsics_make_a_reference_model(tmp_path):
 
 def test_missing_dataset_names_the_expected_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"incomplete dataset, missing .*Expected layout: images/<condition>"):
-        datasets.robotcar(tmp_path)
+        scenes.robotcar(tmp_path)
 
 
 def test_pairs_from_poses_prefer_close_cameras_facing_alike():
-    poses = {"a": demo.look_pose([0, 0, 0], 0, 0), "b": demo.look_pose([1, 0, 0], 10, 0),
-             "c": demo.look_pose([5, 0, 0], 0, 0), "d": demo.look_pose([0.5, 0, 0], 180, 0)}
+    poses = {"a": demo_scene.look_pose([0, 0, 0], 0, 0), "b": demo_scene.look_pose([1, 0, 0], 10, 0),
+             "c": demo_scene.look_pose([5, 0, 0], 0, 0), "d": demo_scene.look_pose([0.5, 0, 0], 180, 0)}
     assert pairs.from_poses({"a": poses["a"]}, poses, 2) == [("a", "b"), ("a", "c")]  # d looks away
     assert pairs.exhaustive(["a", "b", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]
 
@@ -122,7 +125,7 @@ def test_pairs_from_poses_prefer_close_cameras_facing_alike():
 def test_herzjesu_held_out_queries_localize_within_5cm(tmp_path):
     root = shared_path("herzjesu_p8")
     (tmp_path / "queries.txt").write_text("0002.jpg\n0005.jpg\n")
-    scene = datasets.generic(root / "images", root / "gt_model", tmp_path / "queries.txt", root / "gt_model")
+    scene = scenes.generic(root / "images", root / "gt_model", tmp_path / "queries.txt", root / "gt_model")
     assert len(scene.db_names) == 6
     report = pipeline.run(scene, tmp_path / "out")["report"]
     for name in ("0002.jpg", "0005.jpg"):

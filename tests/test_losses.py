@@ -6,15 +6,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusion.losses.descriptor import dual_softmax_nll, match_confidence
-from fusion.losses.distill import descriptor_distillation, layer_weights, structural_distillation, structural_losses
-from fusion.losses.fine import fine_offset_nll, offset_bins
-from fusion.losses.geometric import epipolar_distance, warp_consistency
-from fusion.losses.infonce import infonce_hard_negatives
-from fusion.losses.keypoint import keypoint_loss, teacher_cell_targets
-from fusion.losses.reliability import reliability_loss
-from fusion.losses.semantic import PrototypeBank, pseudo_labels, stability_cross_entropy, stability_weights_of
-from fusion.losses.weighting import LossWeighting
+from fusion.training.losses.descriptor import dual_softmax_nll, match_confidence
+from fusion.training.losses.distill import (
+    descriptor_distillation,
+    layer_weights,
+    structural_distillation,
+    structural_losses,
+)
+from fusion.training.losses.fine import fine_offset_nll, offset_bins
+from fusion.training.losses.geometric import epipolar_distance, warp_consistency
+from fusion.training.losses.infonce import infonce_hard_negatives
+from fusion.training.losses.keypoint import keypoint_loss, teacher_cell_targets
+from fusion.training.losses.reliability import reliability_loss
+from fusion.training.losses.semantic import (
+    PrototypeBank,
+    pseudo_labels,
+    stability_cross_entropy,
+    stability_weights_of,
+)
+from fusion.training.losses.weighting import LossWeighting
 
 
 @pytest.fixture

@@ -5,8 +5,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fusion.models.extractor import FusionExtractor
-from fusion.models.matchers import LighterGlue, MutualNearestNeighbor, mutual_nearest_neighbours
+from fusion.features.extractor import FusionExtractor
+from fusion.features.matchers import (
+    LighterGlue,
+    MutualNearestNeighbor,
+    mutual_nearest_neighbours,
+)
 
 
 def test_mnn_identical_descriptors_match_one_to_one():

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from fusion.models.adapter import FusionAdapter
-from fusion.models.stability import StabilityHead, stability_weight
-from fusion.models.teacher import ResSegNetV2, load_teacher
-from fusion.models.xfeat import load_xfeat_backbone
+from fusion.features.stability import StabilityHead, stability_weight
+from fusion.features.xfeat import load_xfeat_backbone
+from fusion.training.adapter import FusionAdapter
+from fusion.training.teacher import ResSegNetV2, load_teacher
 
 
 def test_backbone_exposes_pyramid_maps():

@@ -7,14 +7,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import sample_photo
-from fusion.config import load_config
-from fusion.data.geometry import warp_depth
-from fusion.data.labels import ade20k_lookup, cell_labels
-from fusion.models.extractor import FusionExtractor
-from fusion.models.teacher import ResSegNetV2
-from fusion.train import Trainer, resolve_config
+
+from fusion.features.extractor import FusionExtractor
+from fusion.training.config import load_config
+from fusion.training.data.geometry import warp_depth
+from fusion.training.data.labels import ade20k_lookup, cell_labels
+from fusion.training.teacher import ResSegNetV2
+from fusion.training.trainer import Trainer, resolve_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -172,7 +172,7 @@ def test_megadepth_pairs_from_scene_info(tmp_path, train_images):
     np.savez(root / "scene.npz", image_paths=np.array(["images/a.jpg", "images/b.jpg"], object),
              depth_paths=np.array(["images/a.npy", "images/b.npy"], object), intrinsics=np.stack([K, K]),
              poses=np.stack([np.eye(4), pose_b]), pair_infos=np.array([((0, 1), 0.5, None)], dtype=object))
-    from fusion.data.megadepth import MegaDepthPairs
+    from fusion.training.data.megadepth import MegaDepthPairs
 
     pairs = MegaDepthPairs({"root": str(root), "scene_info": str(root / "scene.npz"), "size": [256, 304]})
     sample = pairs.sample(np.random.default_rng(0))

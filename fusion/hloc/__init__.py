@@ -11,10 +11,12 @@ confs to hloc's own ``confs`` dicts. Nothing here imports hloc until ``register(
 
 from pathlib import Path
 
-from ..extract import confs as extractor_confs
-from ..match import confs as matcher_confs
+from ..features.extract import confs as all_extractor_confs
+from ..features.match import confs as matcher_confs
 
 PLUGIN_ROOT = Path(__file__).parent
+# hloc loads models from its plug-in folders; only fusion's own extractor has one here.
+extractor_confs = {k: v for k, v in all_extractor_confs.items() if v["model"]["name"] == "fusion_xfeat"}
 
 
 def register() -> None:

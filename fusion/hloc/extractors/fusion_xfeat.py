@@ -2,7 +2,7 @@
 
 from hloc.utils.base_model import BaseModel
 
-from fusion.models.extractor import FusionExtractor
+from fusion.features.extractor import FusionExtractor
 
 
 class FusionXFeat(BaseModel):

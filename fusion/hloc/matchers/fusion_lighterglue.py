@@ -2,7 +2,7 @@
 
 from hloc.utils.base_model import BaseModel
 
-from fusion.models.matchers import LighterGlue
+from fusion.features.matchers import LighterGlue
 
 
 class FusionLighterGlue(BaseModel):

@@ -2,7 +2,7 @@
 
 from hloc.utils.base_model import BaseModel
 
-from fusion.models.matchers import MutualNearestNeighbor
+from fusion.features.matchers import MutualNearestNeighbor
 
 
 class FusionMNN(BaseModel):

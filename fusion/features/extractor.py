@@ -1,0 +1,101 @@
+"""The feature extractor behind the ``fused_xfeat``, ``xfeat`` and ``xfeat_star`` confs.
+
+Same interface as an hloc extractor: ``model({'image': (1, C, H, W) in [0, 1]})`` returns
+keypoints (1, N, 2) in the input's pixels, scores (1, N) and descriptors (1, D, N).
+"""
+
+import functools
+import logging
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .fused import load_checkpoint
+from .xfeat import (
+    detect_dense,
+    detect_sparse,
+    load_xfeat_backbone,
+    resize_to_multiple_of_32,
+)
+
+logger = logging.getLogger("fusion")
+MODES = ("sparse", "semidense")
+
+
+@functools.lru_cache(maxsize=None)
+def announce_backbone_only() -> None:
+    logger.warning(
+        "fused_xfeat: no fused checkpoint given (model.checkpoint); running the XFeat backbone "
+        "alone with the official weights, without stability weighting."
+    )
+
+
+class FusionExtractor(nn.Module):
+    default_conf = {
+        "name": "fusion_xfeat",
+        "mode": "sparse",  # 'sparse' (XFeat) or 'semidense' (XFeat*)
+        "checkpoint": None,  # a fused checkpoint; None: official XFeat weights
+        "fused": False,  # announce when a fused model runs without its checkpoint
+        "max_keypoints": 4096,
+        "detection_threshold": 0.05,
+        "nms_kernel": 5,
+        "scales": (0.6, 1.3),  # XFeat* image scales ...
+        "scale_shares": (0.2, 0.8),  # ... and the share of max_keypoints each contributes
+    }
+
+    def __init__(self, conf: dict = None):
+        super().__init__()
+        self.conf = conf = {**self.default_conf, **(conf or {})}
+        if conf["mode"] not in MODES:
+            raise ValueError(f"extractor mode {conf['mode']!r} is not one of {MODES}")
+        if conf["checkpoint"]:
+            self.fused = load_checkpoint(conf["checkpoint"])
+            self.backbone = self.fused.backbone
+        else:
+            if conf["fused"]:
+                announce_backbone_only()
+            self.fused = None
+            self.backbone = load_xfeat_backbone()
+        self.eval()
+
+    @property
+    def fine_matcher(self) -> nn.Module:
+        """XFeat*'s refinement MLP (for pairwise refinement of semi-dense matches)."""
+        return self.backbone.fine_matcher
+
+    def maps(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.backbone.forward_maps(image)
+
+    def extract_sparse(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        resized, ratio = resize_to_multiple_of_32(image)
+        maps = self.maps(resized)
+        weight = self.fused.score_weight(maps) if self.fused is not None else None
+        pred = detect_sparse(
+            maps, resized.shape[-2:], self.conf["max_keypoints"],
+            self.conf["detection_threshold"], self.conf["nms_kernel"], weight,
+        )
+        pred["keypoints"] = pred["keypoints"] * ratio
+        return pred
+
+    def extract_semidense(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        parts = []
+        for scale, share in zip(self.conf["scales"], self.conf["scale_shares"]):
+            scaled = F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=False)
+            resized, ratio = resize_to_multiple_of_32(scaled)
+            pred = detect_dense(self.maps(resized), int(self.conf["max_keypoints"] * share))
+            pred["keypoints"] = pred["keypoints"] * ratio / scale
+            pred["scales"] = torch.full_like(pred["scores"], 1 / scale)
+            parts.append(pred)
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    @torch.inference_mode()
+    def forward(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        image = data["image"]
+        if image.dim() != 4 or image.shape[0] != 1:
+            raise ValueError(f"expected one image of shape (1, C, H, W), got {tuple(image.shape)}")
+        extract = self.extract_sparse if self.conf["mode"] == "sparse" else self.extract_semidense
+        pred = extract(image.float())
+        pred["descriptors"] = pred["descriptors"].t()
+        return {k: v[None] for k, v in pred.items()}

@@ -1,0 +1,185 @@
+"""Localize query images against a triangulated model by PnP (pycolmap LO-RANSAC + refinement).
+
+Writes ``name qw qx qy qz tx ty tz`` results (world-to-camera) and a JSON log with the 2D-3D
+matches and inliers of every query. A query that cannot be localized gets the pose of its
+best-matching reference image, as visuallocalization.net expects a pose for every query, and
+is marked ``localized: false`` in the log.
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
+import pycolmap
+from tqdm import tqdm
+
+from ..features.errors import run_cli
+from ..features.h5 import FeatureReader, MatchReader
+from ..features.io import pairs_by_query, read_pairs
+from .poses import write_poses
+from .queries import read_query_list
+from .triangulation import COLMAP_PIXEL_OFFSET
+
+logger = logging.getLogger("fusion")
+
+
+def result_name(name: str, style: str) -> str:
+    """Name written in the results: ``full`` path, ``basename`` (Aachen), ``camera`` (RobotCar)."""
+    if style == "full":
+        return name
+    parts = name.split("/")
+    if style == "basename":
+        return parts[-1]
+    if style == "camera":
+        return "/".join(parts[-2:])
+    raise ValueError(f"unknown result name style {style!r}")
+
+
+def log_path(results: Path) -> Path:
+    """The JSON log written beside a results file."""
+    return Path(results).with_name(Path(results).stem + "_logs.json")
+
+
+def covisibility_clusters(model: pycolmap.Reconstruction, image_ids: Sequence[int]) -> List[List[int]]:
+    """Connected components of ``image_ids`` linked by shared 3D points, largest first."""
+    points = {i: {p.point3D_id for p in model.images[i].points2D if p.has_point3D()} for i in image_ids}
+    remaining, clusters = list(image_ids), []
+    while remaining:
+        cluster = [remaining.pop(0)]
+        frontier = [cluster[0]]
+        while frontier:
+            current = frontier.pop()
+            linked = [i for i in remaining if points[current] & points[i]]
+            for i in linked:
+                remaining.remove(i)
+            cluster += linked
+            frontier += linked
+        clusters.append(cluster)
+    return sorted(clusters, key=len, reverse=True)
+
+
+def correspondences(model, image_ids, query, match_reader):
+    """2D indices of the query and the 3D point ids they match through the given reference images."""
+    index2d, point_ids, match_count = [], [], 0
+    for image_id in image_ids:
+        image = model.images[image_id]
+        matches, _ = match_reader.matches(query, image.name)
+        match_count += len(matches)
+        if not len(matches):
+            continue
+        point3d = np.array([p.point3D_id if p.has_point3D() else -1 for p in image.points2D])
+        if len(point3d) and matches[:, 1].max() >= len(point3d):
+            raise ValueError(f"{image.name}: matches index keypoints the reference model lacks")
+        ids = point3d[matches[:, 1]] if len(point3d) else np.full(len(matches), -1)
+        valid = ids != -1
+        index2d.append(matches[valid, 0])
+        point_ids.append(ids[valid])
+    if not index2d:
+        return np.zeros(0, int), np.zeros(0, int), match_count
+    return np.concatenate(index2d), np.concatenate(point_ids), match_count
+
+
+def estimate_pose(model, camera, keypoints, index2d, point_ids, max_error: float, seed: int = 0):
+    if len(index2d) < 4:
+        return None
+    points2d = keypoints[index2d] + COLMAP_PIXEL_OFFSET
+    points3d = np.array([model.points3D[i].xyz for i in point_ids])
+    options = pycolmap.AbsolutePoseEstimationOptions()
+    options.ransac.max_error = max_error
+    options.ransac.random_seed = seed
+    return pycolmap.estimate_and_refine_absolute_pose(points2d, points3d, camera, options)
+
+
+def localize_query(model, name, camera, keypoints, db_ids, match_reader, max_error, clustering):
+    """(pose or None, log entry) of one query."""
+    groups = covisibility_clusters(model, db_ids) if clustering else [list(db_ids)]
+    best, best_log = None, None
+    for group in groups:
+        index2d, point_ids, match_count = correspondences(model, group, name, match_reader)
+        estimate = estimate_pose(model, camera, keypoints, index2d, point_ids, max_error)
+        inliers = int(estimate["num_inliers"]) if estimate else 0
+        if best_log is None or inliers > best_log["num_inliers"]:
+            best = estimate
+            best_log = {"num_matches": match_count, "num_2d3d": int(len(index2d)), "num_inliers": inliers,
+                        "db": [model.images[i].name for i in group]}
+    return (best["cam_from_world"] if best else None), best_log
+
+
+def main(
+    reference_sfm: Union[Path, pycolmap.Reconstruction],
+    queries: Union[Path, List[Tuple[str, pycolmap.Camera]]],
+    pairs: Path,
+    features: Path,
+    matches: Path,
+    results: Path,
+    ransac_max_error: float = 12.0,
+    covisibility_clustering: bool = False,
+    name_style: str = "full",
+    min_inliers: int = 12,
+    overwrite: bool = False,
+) -> Path:
+    """Localize every query of ``queries`` (a list file with intrinsics, or (name, camera) pairs)."""
+    results = Path(results)
+    logs_file = log_path(results)
+    if results.exists() and logs_file.exists() and not overwrite:
+        logger.info(f"Localization: re-using {results}")
+        return results
+    model = reference_sfm if isinstance(reference_sfm, pycolmap.Reconstruction) else pycolmap.Reconstruction(reference_sfm)
+    query_list = read_query_list(queries) if isinstance(queries, (str, Path)) else list(queries)
+    retrieval = pairs_by_query(read_pairs(pairs))
+    name_to_id = {image.name: image_id for image_id, image in model.images.items()}
+    feature_reader, match_reader = FeatureReader(features), MatchReader(matches)
+    poses, logs, failures = {}, {}, []
+    for name, camera in tqdm(query_list, desc="localize", unit="query"):
+        db_names = retrieval.get(name, [])
+        unknown = [n for n in db_names if n not in name_to_id]
+        if unknown:
+            raise ValueError(f"{pairs}: {name} is paired with images not in the model, e.g. {unknown[:3]}")
+        db_ids = [name_to_id[n] for n in db_names]
+        try:
+            keypoints = feature_reader.keypoints(name)
+            pose, log = localize_query(model, name, camera, keypoints, db_ids, match_reader,
+                                       ransac_max_error, covisibility_clustering)
+        except KeyError as error:
+            pose, log = None, {"error": str(error), "num_inliers": 0, "db": db_names}
+        log["localized"] = pose is not None and log["num_inliers"] >= min_inliers
+        if not log["localized"]:
+            failures.append(name)
+            if db_ids:
+                pose = model.images[db_ids[0]].cam_from_world()
+        if pose is not None:
+            poses[result_name(name, name_style)] = pose
+        logs[name] = log
+    feature_reader.close()
+    match_reader.close()
+    write_poses(poses, results)
+    logs_file.write_text(json.dumps({"ransac_max_error": ransac_max_error, "queries": logs}, indent=1))
+    logger.info(f"Localization: {len(query_list) - len(failures)} of {len(query_list)} queries localized "
+                f"(>= {min_inliers} inliers); results in {results}")
+    if failures:
+        logger.warning(f"not localized: {', '.join(failures[:10])}{' ...' if len(failures) > 10 else ''}")
+    return results
+
+
+def cli(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference-sfm", type=Path, required=True)
+    parser.add_argument("--queries", type=Path, required=True, help="query list with intrinsics")
+    parser.add_argument("--pairs", type=Path, required=True)
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--matches", type=Path, required=True)
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--ransac-max-error", type=float, default=12.0)
+    parser.add_argument("--covisibility-clustering", action="store_true")
+    parser.add_argument("--name-style", choices=("full", "basename", "camera"), default="full")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    main(args.reference_sfm, args.queries, args.pairs, args.features, args.matches, args.results,
+         args.ransac_max_error, args.covisibility_clustering, args.name_style, overwrite=args.overwrite)
+
+
+if __name__ == "__main__":
+    run_cli(cli)

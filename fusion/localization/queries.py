@@ -1,0 +1,46 @@
+"""Query lists with intrinsics (hloc's ``name MODEL width height params...`` format)."""
+
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pycolmap
+
+
+def read_query_list(path: Path, known_cameras: Dict[str, pycolmap.Camera] = None) -> List[Tuple[str, pycolmap.Camera]]:
+    """Queries with intrinsics: ``name MODEL width height params...`` per line (hloc's format).
+
+    A line with a bare name takes its camera from ``known_cameras`` (e.g. a reference model's).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: query list not found")
+    queries = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, *intrinsics = line.split()
+        if not intrinsics and name in (known_cameras or {}):
+            queries.append((name, known_cameras[name]))
+            continue
+        try:
+            model, width, height, *params = intrinsics
+            camera = pycolmap.Camera(model=model, width=int(width), height=int(height),
+                                     params=np.array(params, float))
+        except Exception as error:
+            raise ValueError(f"{path}:{number}: expected 'name MODEL width height params...', "
+                             f"got {line!r} ({error})") from error
+        queries.append((name, camera))
+    if not queries:
+        raise ValueError(f"{path}: no queries")
+    return queries
+
+
+def write_query_list(queries: List[Tuple[str, pycolmap.Camera]], path: Path) -> Path:
+    lines = [
+        " ".join([name, camera.model.name, str(camera.width), str(camera.height),
+                  *(f"{p:.10g}" for p in camera.params)])
+        for name, camera in queries
+    ]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)

@@ -1,0 +1,84 @@
+"""Weight-free image retrieval: VLAD over local descriptors with a codebook learned on the database.
+
+NetVLAD's weights cannot be downloaded offline; VLAD over the XFeat descriptors already in the
+features file needs none. Global descriptors are written in hloc's layout (``global_descriptor``).
+"""
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..features.h5 import ResumableH5Writer
+
+logger = logging.getLogger("fusion")
+
+
+def kmeans(samples: torch.Tensor, clusters: int, iterations: int = 20, seed: int = 0) -> torch.Tensor:
+    """Spherical k-means (cosine) centres (clusters, D) of L2-normalised ``samples``."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = samples[torch.randperm(len(samples), generator=generator)[:clusters]].clone()
+    for _ in range(iterations):
+        assignment = (samples @ centres.T).argmax(1)
+        for k in range(len(centres)):
+            members = samples[assignment == k]
+            if len(members):
+                centres[k] = torch.nn.functional.normalize(members.mean(0), dim=0)
+    return centres
+
+
+def vlad(descriptors: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Intra-normalised, power-normalised, L2-normalised VLAD of (N, D) descriptors."""
+    assignment = (descriptors @ centres.T).argmax(1)
+    residuals = torch.zeros_like(centres)
+    residuals.index_add_(0, assignment, descriptors - centres[assignment])
+    residuals = torch.nn.functional.normalize(residuals, dim=1)
+    flat = residuals.flatten()
+    flat = flat.sign() * flat.abs().sqrt()
+    return torch.nn.functional.normalize(flat, dim=0)
+
+
+def read_descriptors(fd: h5py.File, name: str) -> torch.Tensor:
+    if name not in fd:
+        raise KeyError(f"{name}: no local features in {fd.filename}")
+    desc = torch.from_numpy(fd[name]["descriptors"][()].astype(np.float32)).T
+    return torch.nn.functional.normalize(desc, dim=1)
+
+
+def main(
+    features: Path, db_names: Sequence[str], query_names: Sequence[str], output: Path,
+    clusters: int = 64, samples_per_image: int = 512, overwrite: bool = False,
+) -> Path:
+    """Global descriptors of db and query images; the codebook is learned on the db images."""
+    output = Path(output)
+    codebook_path = output.with_suffix(".codebook.npy")
+    writer = ResumableH5Writer(output, ["global_descriptor"], overwrite)
+    names = [n for n in [*db_names, *query_names] if n not in writer.done]
+    if not names:
+        return output
+    with h5py.File(features, "r") as fd:
+        if codebook_path.exists() and not overwrite:
+            centres = torch.from_numpy(np.load(codebook_path))
+        else:
+            generator = torch.Generator().manual_seed(0)
+            samples = []
+            for name in db_names:
+                desc = read_descriptors(fd, name)
+                samples.append(desc[torch.randperm(len(desc), generator=generator)[:samples_per_image]])
+            samples = torch.cat(samples)
+            centres = kmeans(samples, min(clusters, len(samples)))
+            np.save(codebook_path, centres.numpy())
+        with writer:
+            for name in tqdm(names, desc="retrieval", unit="img"):
+                writer.write(name, {"global_descriptor": vlad(read_descriptors(fd, name), centres).numpy()})
+    logger.info(f"Retrieval: VLAD-{len(centres)} descriptors of {len(names)} images in {output}")
+    return output
+
+
+def read_global(path: Path, names: Sequence[str]) -> np.ndarray:
+    with h5py.File(path, "r") as fd:
+        return np.stack([fd[n]["global_descriptor"][()] for n in names])

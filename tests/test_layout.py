@@ -1,0 +1,52 @@
+"""The package layout by lifecycle: what sits at the top of fusion/, and which folder may import which."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fusion"
+ENTRY_POINTS = {"__init__.py", "extract.py", "match.py", "train.py", "eval.py", "ablate.py", "merge.py", "export.py"}
+PACKAGES = {"features", "localization", "training", "benchmarks", "hloc"}
+# Which of fusion's packages each package may import (the README's map).
+ALLOWED = {
+    "features": {"features"},
+    "localization": {"features", "localization", "hloc"},
+    "training": {"features", "training"},
+    "benchmarks": {"features", "localization", "training", "benchmarks"},
+    "hloc": {"features", "hloc"},
+}
+EXCEPTIONS = {("training/ablate.py", "benchmarks")}  # ablations are scored with the homography benchmark
+
+
+def imported_packages(path: Path):
+    package = path.relative_to(PACKAGE).parts[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = path.relative_to(PACKAGE).parts[:-1]
+                base = list(parts[: len(parts) - node.level + 1])
+                target = (base + (node.module.split(".") if node.module else []))
+                yield target[0] if target else package
+            elif node.module and node.module.startswith("fusion."):
+                yield node.module.split(".")[1]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("fusion."):
+                    yield alias.name.split(".")[1]
+
+
+def test_top_level_holds_only_entry_points_and_the_packages():
+    entries = {p.name for p in PACKAGE.iterdir() if p.name != "__pycache__"}
+    assert entries - ENTRY_POINTS - PACKAGES == set()
+    for name in entries & ENTRY_POINTS - {"__init__.py"}:
+        code = [line for line in (PACKAGE / name).read_text().splitlines() if line.strip()]
+        assert len(code) <= 5, f"fusion/{name} is an entry-point shim, not a module"
+
+
+def test_each_package_imports_only_what_the_map_allows():
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        if len(relative.parts) == 1:
+            continue
+        for target in imported_packages(path):
+            if target in PACKAGES and (relative.as_posix(), target) not in EXCEPTIONS:
+                assert target in ALLOWED[relative.parts[0]], f"{relative} imports fusion.{target}"

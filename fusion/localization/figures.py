@@ -99,3 +99,44 @@ def plot_reprojection(image, keypoints, projected, inliers, path: Path, title: s
     ax.set_title(title or f"{int(inliers.sum())} inliers / {len(inliers)} 2D-3D matches", fontsize=9)
     ax.axis("off")
     return save_figure(fig, path)
+
+
+def plot_reconstruction(model: pycolmap.Reconstruction, path: Path, max_points: int = 30000) -> Path:
+    """A reconstruction from above and from the front: its 3D points in their colours and its cameras.
+
+    The model's frame is arbitrary, so "up" is taken as the mean of the cameras' up directions
+    (photos are mostly taken upright) and the horizontal axis as the main direction of travel.
+    """
+    rotations = np.array([model.images[i].cam_from_world().rotation.matrix() for i in model.reg_image_ids()])
+    centres = np.array([model.images[i].projection_center() for i in model.reg_image_ids()])
+    points = np.array([p.xyz for p in model.points3D.values()]).reshape(-1, 3)
+    colours = np.array([p.color for p in model.points3D.values()]).reshape(-1, 3) / 255.0
+    up = -rotations[:, 1].mean(0)
+    up /= np.linalg.norm(up) + 1e-12
+    flat = (centres if len(centres) > 2 else points) - (centres.mean(0) if len(centres) else 0)
+    flat = flat - np.outer(flat @ up, up)
+    along = np.linalg.svd(flat, full_matrices=False)[2][0] if len(flat) > 1 else np.cross(up, [0, 0, 1.0])
+    along = along - (along @ up) * up
+    along /= np.linalg.norm(along) + 1e-12
+    across = np.cross(up, along)
+    if len(points) > max_points:
+        keep = np.random.default_rng(0).choice(len(points), max_points, replace=False)
+        points, colours = points[keep], colours[keep]
+    if len(points):  # the 2-98% box of the points, so that a few far outliers do not shrink the view
+        low, high = np.percentile(points, [2, 98], axis=0)
+        inside = np.all((points >= low) & (points <= high), axis=1)
+        points, colours = points[inside], colours[inside]
+    extent = np.ptp(np.vstack([points, centres]), axis=0).max() if len(points) + len(centres) else 1.0
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), dpi=110)
+    for ax, (vertical, label) in zip(axes, ((across, "top view"), (up, "front view"))):
+        ax.scatter(points @ along, points @ vertical, s=1, c=colours, linewidths=0)
+        directions = rotations[:, 2]  # viewing directions in the world
+        ax.scatter(centres @ along, centres @ vertical, s=18, c="tab:red", marker="^", label="cameras", zorder=3)
+        ax.quiver(centres @ along, centres @ vertical, directions @ along, directions @ vertical, color="tab:red",
+                  angles="xy", scale_units="xy", scale=1 / (0.06 * extent), width=0.004, zorder=3)
+        ax.set_aspect("equal")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{model.num_reg_images()} registered images, {model.num_points3D()} 3D points "
+                 f"(points in their colours, 2-98% of each axis; arrows: viewing directions)", fontsize=9)
+    return save_figure(fig, path)

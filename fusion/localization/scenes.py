@@ -5,6 +5,7 @@ the queries with intrinsics, optional ground truth, and how result names are wri
 """
 
 import glob
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -22,6 +23,7 @@ from .reference_models import (
 )
 
 AACHEN_URL = "https://www.visuallocalization.net/datasets/ (Aachen Day-Night)"
+logger = logging.getLogger("fusion")
 ROBOTCAR_URL = "https://www.visuallocalization.net/datasets/ (RobotCar Seasons)"
 ROBOTCAR_CONDITIONS = ("dawn", "dusk", "night", "night-rain", "overcast-summer", "overcast-winter",
                        "rain", "snow", "sun")
@@ -136,17 +138,23 @@ def generic(images: Path, reference: Path, queries: Path, ground_truth: Optional
             pairs: Optional[Path] = None) -> Scene:
     """Any scene: a COLMAP reference model, a query list, optional ground truth.
 
-    Queries are ``name MODEL W H params...`` lines or bare names of images of the reference model;
-    reference images that are also queries are held out of the reference. Ground truth is a
-    COLMAP model or a ``name qw qx qy qz tx ty tz`` file.
+    Queries are ``name MODEL W H params...`` lines or bare names. A bare name of a reference image
+    keeps its intrinsics and is held out of the reference; any other takes them from its EXIF
+    focal length or, without one, from its size (as COLMAP guesses them). Ground truth is a COLMAP
+    model or a ``name qw qx qy qz tx ty tz`` file.
     """
     images = Path(images)
     if not images.is_dir():
         raise FileNotFoundError(f"{images}: image folder not found")
     model = load_model(reference)
     cameras = {image.name: model.cameras[image.camera_id] for image in model.images.values()}
-    query_list = read_query_list(queries, cameras)
+    query_list = read_query_list(queries, cameras, images)
     query_names = {name for name, _ in query_list}
+    guessed = [name for name, camera in query_list if name not in cameras and not camera.has_prior_focal_length]
+    if guessed:
+        logger.warning(f"{len(guessed)} queries without intrinsics or EXIF focal length (e.g. {guessed[0]}): focal "
+                       "length guessed as 1.2 x the longest image side, so their poses may be off; give "
+                       "'name MODEL W H params' lines when you know the intrinsics")
     if any(image.name in query_names for image in model.images.values()):
         poses = {n: p for n, p in poses_from_model(model).items() if n not in query_names}
         model = model_from_poses(poses, cameras)

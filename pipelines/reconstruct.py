@@ -2,13 +2,11 @@
 
     python pipelines/reconstruct.py --images DIR --outputs DIR [--feature fused_xfeat] [--matcher xfeat_mnn_strict]
         [--pairs auto|exhaustive|retrieval:K|FILE] [--camera-mode auto|single|per_image]
-        [--camera-model SIMPLE_RADIAL] [--camera-params P1,P2,...] [--gt MODEL]
+        [--camera-model SIMPLE_RADIAL] [--gt MODEL]
 
 Writes OUTPUTS/sfm/ (the largest model, COLMAP binary; every model in sfm/models/, the database
 in sfm/database.db) and OUTPUTS/reconstruction.png. Intrinsics come from EXIF when present,
-otherwise from the image size (focal 1.2 x the longest side), and are refined by the mapper;
---camera-params gives known ones, kept fixed (needed when every photo looks the same way, e.g.
-walking past a facade: the focal length can't be recovered from pure translation).
+otherwise from the image size (focal 1.2 x the longest side), and are refined by the mapper.
 --pairs auto matches all pairs up to 40 images, else each image with its 20 nearest by VLAD
 retrieval. --camera-mode auto shares one camera among photos of the same size and EXIF camera and
 focal length. Unreadable images are skipped and listed. With --gt (a COLMAP model of the same
@@ -42,8 +40,6 @@ def main(argv=None):
     parser.add_argument("--pairs", default="auto", help="auto, exhaustive, retrieval:K or a pairs file")
     parser.add_argument("--camera-mode", default="auto", choices=reconstruction.CAMERA_MODES)
     parser.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
-    parser.add_argument("--camera-params", help="known intrinsics of --camera-model, comma-separated (e.g. "
-                        "PINHOLE 'fx,fy,cx,cy'), kept fixed; default: refine the EXIF or size-based guess")
     parser.add_argument("--gt", type=Path, help="ground-truth COLMAP model of the same images")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's log")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished steps")
@@ -52,8 +48,7 @@ def main(argv=None):
     start = time.time()
     out = reconstruction.run(args.images, args.outputs, args.feature, args.matcher, args.pairs, args.camera_mode,
                              args.image_list, args.checkpoint, args.max_keypoints, args.resize_max,
-                             args.camera_model, args.camera_params, overwrite=args.overwrite,
-                             verbose=args.verbose)
+                             args.camera_model, overwrite=args.overwrite, verbose=args.verbose)
     print(f"reconstruction: {reconstruction.describe(out['statistics'])}\n"
           f"model:   {out['sfm']} (COLMAP binary)\npicture: {out['picture']}\ntime:    {time.time() - start:.1f} s")
     if truth is not None:

@@ -41,12 +41,7 @@ EXHAUSTIVE_MAX_IMAGES = 40  # 780 pairs; beyond, each image is paired with its n
 RETRIEVAL_PAIRS = 20
 MODEL_FILES = ("cameras", "images", "points3D", "rigs", "frames")
 RECORD = "reconstruction.json"
-SEED = 0  # verification and mapping are seeded: a re-run gives the same model (with random seeds, a planar
-# scene such as the demo street's one side comes out wrong in about half of the runs)
-FIXED_INTRINSICS = {  # mapper options that keep known intrinsics as they are
-    "ba_refine_focal_length": False, "ba_refine_principal_point": False, "ba_refine_extra_params": False,
-    "mapper": {"abs_pose_refine_focal_length": False, "abs_pose_refine_extra_params": False},
-}
+SEED = 0  # verification and mapping are seeded, so that a re-run gives the same model
 
 
 class ReconstructionError(ValueError):
@@ -324,13 +319,14 @@ def alignment_to(model: pycolmap.Reconstruction, truth_poses: Dict[str, pycolmap
     return pycolmap.Sim3d(scale, pycolmap.Rotation3d(rotation), target.mean(0) - scale * rotated.mean(0))
 
 
-def compare_with_ground_truth(model: pycolmap.Reconstruction, truth: pycolmap.Reconstruction) -> dict:
-    """Camera errors after aligning the model to the truth (``alignment_to``).
+def compare_with_ground_truth(model: pycolmap.Reconstruction,
+                              truth: Union[pycolmap.Reconstruction, Dict[str, pycolmap.Rigid3d]]) -> dict:
+    """Camera errors after aligning the model to the truth (a model or poses by name; ``alignment_to``).
 
     Position errors are in the truth's units and also relative to its extent (the largest distance
     between two of its cameras); images not registered are listed as missing.
     """
-    truth_poses = poses_from_model(truth)
+    truth_poses = poses_from_model(truth) if isinstance(truth, pycolmap.Reconstruction) else truth
     to_truth = alignment_to(model, truth_poses)
     estimates = {name: pose for name, pose in poses_from_model(model).items() if name in truth_poses}
     errors = {name: pose_error(to_truth.transform_camera_world(pose), truth_poses[name])
@@ -395,16 +391,13 @@ def run(
     max_keypoints: Optional[int] = None,
     resize_max: Optional[int] = None,
     camera_model: str = "SIMPLE_RADIAL",
-    camera_params: Optional[str] = None,
     mapper_options: Optional[dict] = None,
     overwrite: bool = False,
     verbose: bool = False,
 ) -> dict:
     """Photos in ``images`` to a model in ``outputs/sfm``; returns the model, its statistics and paths.
 
-    ``camera_params`` (COLMAP's comma-separated parameters of ``camera_model``) are known
-    intrinsics, kept fixed; without them the mapper refines the EXIF or size-based guess. Images
-    that cannot be decoded are skipped and listed in ``skipped``.
+    Images that cannot be decoded are skipped and listed in ``skipped``.
     """
     if feature not in extract.confs or matcher not in match.confs:
         raise ValueError(f"unknown feature {feature!r} or matcher {matcher!r}; "
@@ -437,12 +430,8 @@ def run(
     matches = match.main(match.confs[matcher], pair_path, features,
                          outputs / f"matches-{matcher}-{features.stem}.h5", overwrite=overwrite)
     sfm_dir = outputs / "sfm"
-    image_options = {"camera_model": camera_model}
-    if camera_params:
-        image_options["camera_params"] = camera_params
-        mapper_options = {**FIXED_INTRINSICS, **(mapper_options or {})}
-    model = main(sfm_dir, images, pair_path, features, matches, camera_mode, verbose, usable, image_options,
-                 mapper_options, overwrite)
+    model = main(sfm_dir, images, pair_path, features, matches, camera_mode, verbose, usable,
+                 {"camera_model": camera_model}, mapper_options, overwrite)
     stats = json.loads((sfm_dir / RECORD).read_text())["statistics"]
     picture = figures.plot_reconstruction(model, outputs / "reconstruction.png")
     return {"model": model, "sfm": sfm_dir, "statistics": stats, "features": features, "pairs": pair_path,

@@ -46,11 +46,17 @@ def test_triangulation_yields_points_on_the_facades(small_demo):
     assert on_surface.mean() > 0.4  # the rest: wrong matches on repeated texture, far from the cameras
 
 
-def test_rerun_reuses_outputs(small_demo):
+def test_rerun_reuses_outputs_and_other_settings_get_their_own(small_demo):
     scene, out = small_demo
-    before = out["results"].stat().st_mtime_ns
-    again = pipeline.run(scene, out["results"].parent, num_db_pairs=4, num_loc_pairs=5)
-    assert again["results"].stat().st_mtime_ns == before
+    outputs = out["results"].parent
+    stamps = {key: out[key].stat().st_mtime_ns for key in ("features", "matches", "sfm", "results")}
+    again = pipeline.run(scene, outputs, num_db_pairs=4, num_loc_pairs=5)
+    assert {key: again[key] for key in stamps} == {key: out[key] for key in stamps}
+    assert {key: again[key].stat().st_mtime_ns for key in stamps} == stamps
+    fewer = pipeline.run(scene, outputs, num_db_pairs=4, num_loc_pairs=3)  # another retrieval depth
+    assert fewer["results"] != out["results"] and fewer["loc_pairs"] != out["loc_pairs"]
+    assert fewer["features"] == out["features"] and fewer["sfm"] == out["sfm"]
+    assert out["results"].stat().st_mtime_ns == stamps["results"]  # the first configuration's results stay
     assert again["report"]["day"]["recall@0.25m,2deg"] == 1.0
 
 
@@ -62,9 +68,10 @@ def test_triangulation_without_verified_matches_fails_loudly(small_demo, tmp_pat
     swapped = {names[0]: poses[names[1]], names[1]: poses[names[0]]}  # wrong poses: every point behind a camera
     reference = model_from_poses(swapped, {n: scene.reference.cameras[1] for n in names})
     (tmp_path / "pairs.txt").write_text(" ".join(names) + "\n")
-    with pytest.raises(RuntimeError, match="produced no 3D points: 1 pairs"):
+    with pytest.raises(triangulation.TriangulationError, match="produced no 3D points: 1 pairs"):
         triangulation.main(tmp_path / "sfm", reference, scene.images, tmp_path / "pairs.txt", out["features"],
-                           outputs / "matches-fused_xfeat_xfeat_mnn-db.h5")
+                           out["matches"])
+    assert not (tmp_path / "sfm").exists()
 
 
 def test_recall_and_median_of_known_errors():

@@ -1,16 +1,14 @@
 """Mapping and localization: triangulation, PnP, evaluation, the demo scene, Herz-Jesu, hloc backend."""
 
 import numpy as np
-import pycolmap
 import pytest
 from conftest import shared_path
 
-from fusion.localization import demo_scene, pairs, pipeline, scenes, triangulation
+from fusion.localization import demo_scene, pipeline, scenes, triangulation
 from fusion.localization.localize import result_name
 from fusion.localization.poses import pose_error, read_poses, write_poses
-from fusion.localization.queries import read_query_list
 from fusion.localization.recall import evaluate, recall_stats
-from fusion.localization.reference_models import model_from_nvm, model_from_poses
+from fusion.localization.reference_models import model_from_poses
 
 
 @pytest.fixture(scope="module")
@@ -103,30 +101,6 @@ def test_pose_file_round_trip_and_result_names(tmp_path):
     (tmp_path / "bad.txt").write_text("a.jpg 1 0 0\n")
     with pytest.raises(ValueError, match=r"bad.txt:1: expected 'name qw qx qy qz tx ty tz'"):
         read_poses(tmp_path / "bad.txt")
-
-
-def test_nvm_and_intrinsics_make_a_reference_model(tmp_path):
-    pose = demo_scene.look_pose([2, 1, 1.5], 40, 3)
-    qw, qx, qy, qz = pose.rotation.quat[[3, 0, 1, 2]]
-    cx, cy, cz = -pose.rotation.matrix().T @ pose.translation
-    (tmp_path / "m.nvm").write_text(f"NVM_V3\n\n1\ndb/1.jpg 500 {qw} {qx} {qy} {qz} {cx} {cy} {cz} 0 0\n\n0\n")
-    (tmp_path / "intrinsics.txt").write_text("db/1.jpg SIMPLE_RADIAL 640 480 500 320 240 0.01\n")
-    model = model_from_nvm(tmp_path / "m.nvm", dict(read_query_list(tmp_path / "intrinsics.txt")))
-    image = model.find_image_with_name("db/1.jpg")
-    assert pose_error(image.cam_from_world(), pose)[1] < 1e-6
-    assert model.cameras[image.camera_id].model == pycolmap.CameraModelId.SIMPLE_RADIAL
-
-
-def test_missing_dataset_names_the_expected_layout(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"incomplete dataset, missing .*Expected layout: images/<condition>"):
-        scenes.robotcar(tmp_path)
-
-
-def test_pairs_from_poses_prefer_close_cameras_facing_alike():
-    poses = {"a": demo_scene.look_pose([0, 0, 0], 0, 0), "b": demo_scene.look_pose([1, 0, 0], 10, 0),
-             "c": demo_scene.look_pose([5, 0, 0], 0, 0), "d": demo_scene.look_pose([0.5, 0, 0], 180, 0)}
-    assert pairs.from_poses({"a": poses["a"]}, poses, 2) == [("a", "b"), ("a", "c")]  # d looks away
-    assert pairs.exhaustive(["a", "b", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]
 
 
 def test_herzjesu_held_out_queries_localize_within_5cm(tmp_path):

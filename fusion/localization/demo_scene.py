@@ -265,7 +265,7 @@ def generate(root: Path, num_db: int = 20, num_day: int = 6, num_night: int = 4,
     for group, count, night in (("day", num_day, False), ("night", num_night, True)):
         for i, pose in enumerate(camera_poses(rng, count, (3.0, length - 8), jitter=True)):
             views[f"query/{group}/{group}_{i:03d}.jpg"] = (pose, night)
-    images = root / "images/images_upright"
+    images = root / "images_upright"
     for name, (pose, night) in views.items():
         path = images / name
         path.parent.mkdir(parents=True, exist_ok=True)

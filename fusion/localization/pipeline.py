@@ -20,10 +20,10 @@ import h5py
 
 from ..features import extract, match
 from ..features.io import write_pairs
-from ..features.provenance import RECIPE_ATTR, check_reusable, fingerprint, make_recipe, writing
+from ..features.provenance import RECIPE_ATTR, check_reusable, fingerprint, input_fingerprint, make_recipe, writing
 from . import localize, pairs, retrieval, triangulation
 from .fingerprints import model_fingerprint, names_fingerprint, queries_fingerprint
-from .poses import poses_from_model, read_poses
+from .poses import read_poses
 from .queries import write_query_list
 from .recall import evaluate, format_table
 from .scenes import Scene
@@ -51,14 +51,14 @@ def write_pairs_once(path: Path, recipe: dict, make_pairs, overwrite: bool) -> P
 
 
 def db_pairs(scene: Scene, reference_id: str, outputs: Path, num: int, overwrite: bool) -> Path:
-    """Reference pairs: covisibility when the reference model has points, else nearby poses."""
-    method = "covisibility" if scene.reference.num_points3D() > 0 else "poses"
-    recipe = make_recipe("pairs", {"method": method, "num": num}, inputs={"reference": reference_id})
-    path = named(outputs, f"pairs-db-{method}{num}", recipe, ".txt")
-    if method == "covisibility":
-        return write_pairs_once(path, recipe, lambda: pairs.from_covisibility(scene.reference, num), overwrite)
-    db_poses = poses_from_model(scene.reference)
-    return write_pairs_once(path, recipe, lambda: pairs.from_poses(db_poses, db_poses, num), overwrite)
+    """Reference pairs: covisibility when the reference has 3D points (model or NVM), else nearby poses."""
+    kind = scene.reference_pairs_kind
+    inputs = {"reference": reference_id}
+    if scene.observations_source is not None:
+        inputs["observations"] = input_fingerprint(scene.observations_source)
+    recipe = make_recipe("pairs", {"method": kind, "num": num}, inputs=inputs)
+    path = named(outputs, f"pairs-db-{kind}{num}", recipe, ".txt")
+    return write_pairs_once(path, recipe, lambda: scene.reference_pairs(num), overwrite)
 
 
 def query_pairs(scene: Scene, features: Path, outputs: Path, num: int, overwrite: bool) -> Path:

@@ -10,7 +10,6 @@ from typing import Dict, Tuple
 import numpy as np
 import pycolmap
 
-
 MAX_QUATERNION_NORM_ERROR = 0.01  # files print quaternions to a few decimals; beyond this it is not a rotation
 
 

@@ -59,6 +59,7 @@ class Scene:
     # The reference's 3D-point observations when they are not in ``reference`` (an NVM's points
     # section, read on demand: RobotCar's takes a minute): (image names, image index, point index).
     observations: Optional[Callable[[], Observations]] = None
+    observations_source: Optional[Path] = None  # the file they are read from (its fingerprint names the pairs)
 
     @property
     def db_names(self) -> List[str]:
@@ -176,7 +177,8 @@ def aachen(dataset: Path, version: str = "1.1", pairs: Optional[Path] = None) ->
     require_images(images, [name for name, _ in queries], "query", dataset, layout, AACHEN_URL, roots)
     gt_path = dataset / "queries/ground_truth.txt"
     truth = read_poses(gt_path) if gt_path.exists() else None
-    return Scene(f"aachen_v{version}", images, reference, queries, groups, truth, "basename", pairs, observations)
+    return Scene(f"aachen_v{version}", images, reference, queries, groups, truth, "basename", pairs, observations,
+                 nvm if observations else None)
 
 
 def read_robotcar_intrinsics(path: Path, width: int, height: int) -> pycolmap.Camera:
@@ -237,7 +239,7 @@ def robotcar(dataset: Path, pairs: Optional[Path] = None) -> Scene:
         raise layout_error(dataset, [f"query images in images/{{{','.join(ROBOTCAR_CONDITIONS)}}}/<camera>/"],
                            ROBOTCAR_LAYOUT, ROBOTCAR_URL, unzip_hint(dataset, "images/*.zip", "images"))
     observations = functools.partial(read_nvm_observations, nvm, png_as_jpg)
-    return Scene("robotcar", images, reference, queries, groups, None, "camera", pairs, observations)
+    return Scene("robotcar", images, reference, queries, groups, None, "camera", pairs, observations, nvm)
 
 
 def generic(images: Path, reference: Path, queries: Path, ground_truth: Optional[Path] = None,

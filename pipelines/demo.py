@@ -24,10 +24,11 @@ def main(argv=None):
     parser.add_argument("--num-day", type=int, default=6)
     parser.add_argument("--num-night", type=int, default=4)
     parser.add_argument("--overwrite", action="store_true", help="regenerate the scene and recompute everything")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     args = parser.parse_args(argv)
     start = time.time()
     out = demo_scene.run(args.outputs, args.feature, args.matcher, args.num_db, args.num_day, args.num_night,
-                   overwrite=args.overwrite)
+                         overwrite=args.overwrite, device=args.device)
     print(f"results:  {out['results']}\nrecall:   {out['report_path']}\nmatches:  {out['matches_png']}\n"
           f"reprojection: {out['reprojection_png']}\ntop-down: {out['topdown']}\ntime:     {time.time() - start:.1f} s")
 

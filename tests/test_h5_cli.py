@@ -7,6 +7,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+from conftest import assert_same_h5
 
 from fusion.features import extract, match
 from fusion.features.errors import BatchError
@@ -84,19 +85,6 @@ def test_interrupted_extraction_leaves_a_valid_file_and_resumes(tmp_path, image_
     extract.main(extract.confs["xfeat"], image_folder, feature_path=path, workers=0)
     reference = extract.main(extract.confs["xfeat"], image_folder, feature_path=tmp_path / "ref.h5", workers=0)
     assert_same_h5(path, reference)
-
-
-def assert_same_h5(path, reference):
-    """Same groups, datasets and dataset attributes (what readers see), whatever the file's byte layout."""
-    with h5py.File(path, "r") as a, h5py.File(reference, "r") as b:
-        keys_a, keys_b = [], []
-        a.visititems(lambda name, obj: keys_a.append(name))
-        b.visititems(lambda name, obj: keys_b.append(name))
-        assert sorted(keys_a) == sorted(keys_b)
-        for name in keys_b:
-            if isinstance(b[name], h5py.Dataset):
-                assert np.array_equal(a[name][()], b[name][()]), name
-                assert dict(a[name].attrs) == dict(b[name].attrs), name
 
 
 def test_bad_inputs_fail_clearly_and_the_batch_continues(tmp_path, photo_rgb):

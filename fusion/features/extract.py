@@ -166,20 +166,21 @@ def main(
     todo = [n for n in names if n not in writer.done]
     logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
     failures = []
-    if todo:
+    with writer:  # also when nothing is left to do: a shard without images still gets its (empty) file
+        if not todo:
+            return feature_path
         model = build_model(conf["model"], EXTRACTORS).to(resolve_device(device))
         loader = torch.utils.data.DataLoader(PreparedImages(image_dir, todo, conf["preprocessing"]), batch_size=None,
                                              num_workers=workers, collate_fn=as_is)
-        with writer:
-            for item in tqdm(loader, desc="extract", unit="img", total=len(todo)):
-                try:
-                    if "error" in item:
-                        raise ImageError(item["error"])
-                    pred, attrs = features_of(model, item["image"], item["original_size"], as_half)
-                except Exception as error:  # a bad image must not stop the batch
-                    failures.append(f"{item['name']}: {error}")
-                    continue
-                writer.write(item["name"], pred, attrs)
+        for item in tqdm(loader, desc="extract", unit="img", total=len(todo)):
+            try:
+                if "error" in item:
+                    raise ImageError(item["error"])
+                pred, attrs = features_of(model, item["image"], item["original_size"], as_half)
+            except Exception as error:  # a bad image must not stop the batch
+                failures.append(f"{item['name']}: {error}")
+                continue
+            writer.write(item["name"], pred, attrs)
     finish_batch("images", failures, len(todo), raise_on_failure)
     return feature_path
 

@@ -133,7 +133,9 @@ class H5Writer:
         self.in_transaction = False
 
     def close(self) -> None:
-        """Close the file; a write interrupted by an exception is rolled back."""
+        """Close the file (created with its recipe if nothing was written); an interrupted write is rolled back."""
+        if self.fd is None and not self.path.exists():
+            self.open()
         if self.fd is not None:
             self.fd.close()
             if not self.in_transaction:

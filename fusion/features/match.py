@@ -119,23 +119,24 @@ def main(
     todo = unique_new_pairs(pair_list, writer.done)
     logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
     failures = []
-    if todo:
+    with writer:  # also when nothing is left to do: a shard without pairs still gets its (empty) file
+        if not todo:
+            return matches
         device = resolve_device(device)
         model = build_model(conf["model"], MATCHERS).to(device)
         reader_q = FeatureReader(features)
         reader_r = FeatureReader(features_ref) if features_ref else reader_q
         try:
-            with writer:
-                for a, b in tqdm(todo, desc="match", unit="pair"):
-                    try:
-                        pred = model(pair_input(reader_q.read(a), reader_r.read(b), device))
-                    except Exception as error:  # a bad pair must not stop the batch
-                        failures.append(f"{a} {b}: {error}")
-                        continue
-                    writer.write(names_to_pair(a, b), {
-                        "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
-                        "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
-                    })
+            for a, b in tqdm(todo, desc="match", unit="pair"):
+                try:
+                    pred = model(pair_input(reader_q.read(a), reader_r.read(b), device))
+                except Exception as error:  # a bad pair must not stop the batch
+                    failures.append(f"{a} {b}: {error}")
+                    continue
+                writer.write(names_to_pair(a, b), {
+                    "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
+                    "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
+                })
         finally:
             reader_q.close()
             if reader_r is not reader_q:

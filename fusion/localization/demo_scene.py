@@ -286,7 +286,7 @@ def generate(root: Path, num_db: int = 20, num_day: int = 6, num_night: int = 4,
 
 def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = "xfeat_mnn", num_db: int = 20,
         num_day: int = 6, num_night: int = 4, size=(640, 480), num_loc_pairs: int = 10,
-        overwrite: bool = False, seed: int = 0) -> dict:
+        overwrite: bool = False, seed: int = 0, device: str = "auto") -> dict:
     """Generate the scene (once), localize its queries, and write the result file and figures."""
     outputs = Path(outputs)
     dataset = outputs / "dataset"
@@ -294,7 +294,7 @@ def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = "xfeat_mnn",
         generate(dataset, num_db, num_day, num_night, size, seed=seed)
     scene = scenes.aachen(dataset)
     out = pipeline.run(scene, outputs, feature, matcher, num_db_pairs=6, num_loc_pairs=num_loc_pairs,
-                       overwrite=overwrite)
+                       overwrite=overwrite, device=device)
     estimates = read_poses(out["results"])
     truth = {Path(n).name: p for n, p in scene.ground_truth.items()}
     model = out["model"]

@@ -35,3 +35,15 @@ def image_folder(tmp_path, photo_rgb) -> Path:
     cv2.imwrite(str(root / "b.png"), cv2.resize(photo_rgb, (320, 384))[:, :, ::-1])
     cv2.imwrite(str(root / "sub" / "c.jpg"), np.ascontiguousarray(photo_rgb[::-1, :, ::-1]))
     return root
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory):
+    """A reduced demo street (20 m, 10 reference cameras, 3 day and 2 night queries) localized end to end by
+    the demo (figures and report included); (scene, outputs of demo_scene.run)."""
+    from fusion.localization import demo_scene, scenes
+
+    root = tmp_path_factory.mktemp("demo")
+    out = demo_scene.run(root, num_db=10, num_day=3, num_night=2, size=(480, 360), num_buildings=2, num_db_pairs=4,
+                         num_loc_pairs=5)
+    return scenes.aachen(root / "dataset"), out

@@ -20,6 +20,7 @@ from . import localize, pairs, retrieval, triangulation
 from .poses import poses_from_model, read_poses
 from .queries import write_query_list
 from .recall import evaluate, format_table
+from .report import StepTimer, localization_report
 from .scenes import Scene
 
 logger = logging.getLogger("fusion")
@@ -82,6 +83,7 @@ def run(
                          f"features: {sorted(extract.confs)}, matchers: {sorted(match.confs)}")
     outputs = Path(outputs)
     outputs.mkdir(parents=True, exist_ok=True)
+    timer = StepTimer()
     cameras = dict(scene.queries)
     for group, names in scene.query_groups.items():  # per-condition query lists, as hloc writes them
         write_query_list([(n, cameras[n]) for n in names], outputs / f"{group}_queries_with_intrinsics.txt")
@@ -111,12 +113,17 @@ def run(
             return match.main(matcher_conf, pair_path, features, match_path, overwrite=overwrite,
                               raise_on_failure=False)
 
+    timer.lap("extract features")
     sfm_pairs = db_pairs(scene, outputs, num_db_pairs, overwrite)
     sfm_matches = match_fn(sfm_pairs, outputs / f"matches-{tag}-db.h5")
+    timer.lap("match reference pairs")
     model = triangulation.main(outputs / f"sfm_{tag}", scene.reference, scene.images, sfm_pairs,
                                features, sfm_matches, overwrite=overwrite)
+    timer.lap("triangulate")
     loc_pairs = query_pairs(scene, features, outputs, num_loc_pairs, overwrite)
+    timer.lap("query pairs (retrieval)")
     loc_matches = match_fn(loc_pairs, outputs / f"matches-{tag}-query.h5")
+    timer.lap("match queries")
     results = outputs / f"results_{tag}_{backend}.txt"
     style = scene.name_style
     if backend == "hloc":
@@ -129,8 +136,13 @@ def run(
     else:
         localize.main(model, scene.queries, loc_pairs, features, loc_matches, results, ransac_max_error,
                       covisibility_clustering, style, overwrite=overwrite)
+    timer.lap("localize")
     out = {"features": features, "sfm": outputs / f"sfm_{tag}", "results": results, "model": model,
-           "loc_pairs": loc_pairs, "loc_matches": loc_matches}
+           "loc_pairs": loc_pairs, "loc_matches": loc_matches, "name_style": style, "timings": timer.steps,
+           "settings": {"scene": scene.name, "images": str(scene.images), "feature": feature_conf,
+                        "matcher": matcher_conf, "backend": backend, "num_db_pairs": num_db_pairs,
+                        "num_loc_pairs": num_loc_pairs, "pairs": scene.loc_pairs and str(scene.loc_pairs),
+                        "ransac_max_error": ransac_max_error, "covisibility_clustering": covisibility_clustering}}
     if scene.ground_truth:
         rename = {name: localize.result_name(name, style) for name in scene.ground_truth}
         truth = {rename[n]: pose for n, pose in scene.ground_truth.items()}
@@ -140,6 +152,8 @@ def run(
         report_path.write_text(json.dumps(report, indent=1))
         print(format_table(report))
         out.update(report=report, report_path=report_path)
+        timer.lap("evaluate")
+    out["report_html"] = localization_report(scene, out)
     return out
 
 

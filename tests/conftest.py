@@ -49,3 +49,15 @@ def assert_same_h5(path, reference):
             if isinstance(b[name], h5py.Dataset):
                 assert np.array_equal(a[name][()], b[name][()]), name
                 assert dict(a[name].attrs) == dict(b[name].attrs), name
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory):
+    """A reduced demo street (20 m, 10 reference cameras, 3 day and 2 night queries) localized end to end by
+    the demo (figures and report included); (scene, outputs of demo_scene.run)."""
+    from fusion.localization import demo_scene, scenes
+
+    root = tmp_path_factory.mktemp("demo")
+    out = demo_scene.run(root, num_db=10, num_day=3, num_night=2, size=(480, 360), num_buildings=2, num_db_pairs=4,
+                         num_loc_pairs=5)
+    return scenes.aachen(root / "dataset"), out

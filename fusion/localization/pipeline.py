@@ -26,6 +26,7 @@ from .fingerprints import model_fingerprint, names_fingerprint, queries_fingerpr
 from .poses import read_poses
 from .queries import write_query_list
 from .recall import evaluate, format_table
+from .report import StepTimer, localization_report
 from .scenes import Scene
 
 logger = logging.getLogger("fusion")
@@ -138,6 +139,7 @@ def run(
     check_inputs(scene, feature_conf, matcher_conf, feature, backend)
     outputs = Path(outputs)
     outputs.mkdir(parents=True, exist_ok=True)
+    timer = StepTimer()
     cameras = dict(scene.queries)
     for group, names in scene.query_groups.items():  # per-condition query lists, as hloc writes them
         write_query_list([(n, cameras[n]) for n in names], outputs / f"{group}_queries_with_intrinsics.txt")
@@ -158,6 +160,7 @@ def run(
     else:
         extract.main(feature_conf, scene.images, image_list=names, feature_path=features, overwrite=overwrite,
                      raise_on_failure=False, device=device)
+    timer.lap("extract features")
     matches_recipe = match.recipe_of(matcher_conf, features, None)
     matches_recipe["conf"]["writer"] = backend
     matches = named(outputs, f"matches-{matcher}", matches_recipe, ".h5")
@@ -177,12 +180,16 @@ def run(
     reference_id = model_fingerprint(scene.reference)
     sfm_pairs = db_pairs(scene, reference_id, outputs, num_db_pairs, overwrite)
     match_pairs(sfm_pairs)
+    timer.lap("match reference pairs")
     sfm_recipe = triangulation.recipe_of(reference_id, sfm_pairs, features, matches, 4.0, None)
     sfm_dir = named(outputs, "sfm", sfm_recipe)
     model = triangulation.main(sfm_dir, scene.reference, scene.images, sfm_pairs, features, matches,
                                overwrite=overwrite, reference_id=reference_id)
+    timer.lap("triangulate")
     loc_pairs = query_pairs(scene, features, outputs, num_loc_pairs, overwrite)
+    timer.lap("query pairs (retrieval)")
     match_pairs(loc_pairs)
+    timer.lap("match queries")
     style = hloc_result_style(scene.name_style) if backend == "hloc" else scene.name_style
     results_recipe = localize.recipe_of(fingerprint(sfm_recipe), queries_fingerprint(scene.queries), loc_pairs, features,
                                         matches, ransac_max_error, covisibility_clustering, style)
@@ -199,8 +206,14 @@ def run(
     else:
         localize.main(model, scene.queries, loc_pairs, features, matches, results, ransac_max_error,
                       covisibility_clustering, style, overwrite=overwrite, reference_id=fingerprint(sfm_recipe))
+    timer.lap("localize")
     out = {"features": features, "sfm": sfm_dir, "results": results, "model": model, "loc_pairs": loc_pairs,
-           "matches": matches, "loc_matches": matches}
+           "matches": matches, "loc_matches": matches, "name_style": style, "timings": timer.steps,
+           "settings": {"scene": scene.name, "images": str(scene.images), "feature": feature_conf,
+                        "matcher": matcher_conf, "backend": backend, "num_db_pairs": num_db_pairs,
+                        "num_loc_pairs": num_loc_pairs, "pairs": scene.loc_pairs and str(scene.loc_pairs),
+                        "ransac_max_error": ransac_max_error, "covisibility_clustering": covisibility_clustering,
+                        "fingerprint": fingerprint(results_recipe)}}
     if scene.ground_truth:
         rename = {name: localize.result_name(name, style) for name in scene.ground_truth}
         truth = {rename[n]: pose for n, pose in scene.ground_truth.items()}
@@ -211,6 +224,8 @@ def run(
         report_path.write_text(json.dumps(report, indent=1))
         print(format_table(report))
         out.update(report=report, report_path=report_path)
+        timer.lap("evaluate")
+    out["report_html"] = localization_report(scene, out)
     return out
 
 

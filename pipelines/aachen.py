@@ -18,7 +18,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     scene = scenes.aachen(args.dataset, args.version, args.pairs)
     out = pipeline.run(scene, args.outputs, **pipeline_options(args))
-    print(f"results for visuallocalization.net: {out['results']}")
+    print(f"results for visuallocalization.net: {out['results']}\nreport: {out['report_html']}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def main(argv=None):
     print(f"results: {out['results']}")
     for name, errors in out.get("report", {}).get("per_query", {}).items():
         print(f"{name}: {errors['position_m']:.4f} m, {errors['rotation_deg']:.3f} deg")
+    print(f"report: {out['report_html']}")
 
 
 if __name__ == "__main__":

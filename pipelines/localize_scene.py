@@ -20,7 +20,8 @@ from fusion.localization.pipeline import pipeline_options, pipeline_parser
 def main(argv=None):
     parser = pipeline_parser(__doc__, "outputs/scene")
     parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--reference", type=Path, required=True, help="COLMAP model with reference poses (e.g. OUTPUTS/sfm of reconstruct.py)")
+    parser.add_argument("--reference", type=Path, required=True,
+                        help="COLMAP model with reference poses (e.g. OUTPUTS/sfm of reconstruct.py)")
     parser.add_argument("--queries", type=Path, required=True)
     parser.add_argument("--gt", type=Path, help="ground-truth query poses")
     args = parser.parse_args(argv)

@@ -71,7 +71,7 @@ def demo_map(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_map")
     dataset = demo_scene.generate(root / "dataset", num_db=20, num_day=8, num_night=0, size=(480, 360),
                                   num_buildings=2)
-    images = dataset / "images/images_upright"
+    images = dataset / "images_upright"
     (images / "db/broken.jpg").write_bytes(b"not a jpeg")
     truth = {**poses_from_model(pycolmap.Reconstruction(dataset / "3D-models/aachen_v_1_1")),
              **read_poses(dataset / "queries/ground_truth.txt")}

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import shutil
-import zlib  # noqa: F401  before pycolmap: its 4.2 wheel exports a zlib that breaks a libz loaded after it (PNG writing)
+import zlib  # noqa: F401  before pycolmap: its 4.2 wheel exports a zlib that breaks a libz loaded later (PNGs)
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -29,8 +29,8 @@ from ..features import extract, match
 from ..features.errors import BatchError
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import list_images, read_image_list, read_pairs, write_pairs
-from ..features.provenance import config_hash, git_commit
-from . import figures, pairs, retrieval
+from ..features.provenance import git_commit
+from . import figures, pairs, pipeline, retrieval
 from .poses import pose_error, poses_from_model
 from .triangulation import COLMAP_PIXEL_OFFSET, quiet_colmap
 
@@ -358,8 +358,8 @@ def pairs_for(spec: str, names: List[str], usable: List[str], features: Path, ou
         count = spec.split(":", 1)[1]
         if not count.isdigit() or int(count) < 1:
             raise ValueError(f"pairs {spec!r}: write retrieval:K with K a positive number of pairs per image")
-        global_path = retrieval.main(features, usable, [], outputs / f"global-feats-vlad-{features.stem}.h5",
-                                     overwrite=overwrite)
+        global_path = pipeline.named(outputs, "global-feats-vlad", retrieval.recipe_of(features, usable, 64, 512), ".h5")
+        retrieval.main(features, usable, [], global_path, overwrite=overwrite)
         descriptors = retrieval.read_global(global_path, usable)
         return write_pairs(pairs.from_descriptors(descriptors, usable, descriptors, usable, int(count)),
                            outputs / f"pairs-vlad{count}.txt")
@@ -413,8 +413,8 @@ def run(
     if resize_max:
         feature_conf["preprocessing"]["resize_max"] = resize_max
     outputs.mkdir(parents=True, exist_ok=True)
-    changed = feature_conf != extract.confs[feature]  # the default name lets localize_scene.py re-use the features
-    features = outputs / f"{feature_conf['output']}{'-' + config_hash(feature_conf) if changed else ''}.h5"
+    # named as localization.pipeline names them, so that localize_scene.py with these outputs re-uses them
+    features = pipeline.named(outputs, feature_conf["output"], extract.recipe_of(feature_conf), ".h5")
     skipped = []
     try:
         extract.main(feature_conf, images, image_list=names, feature_path=features, overwrite=overwrite)
@@ -427,8 +427,9 @@ def run(
         raise ReconstructionError(f"{images}: {len(usable)} usable image(s) of {len(names)}{detail}; a map needs "
                                   "at least 2 overlapping photos")
     pair_path = pairs_for(pairs, names, usable, features, outputs, overwrite)
-    matches = match.main(match.confs[matcher], pair_path, features,
-                         outputs / f"matches-{matcher}-{features.stem}.h5", overwrite=overwrite)
+    matcher_conf = match.confs[matcher]
+    matches = match.main(matcher_conf, pair_path, features, overwrite=overwrite, matches=pipeline.named(
+        outputs, f"matches-{matcher}", match.recipe_of(matcher_conf, features, None), ".h5"))
     sfm_dir = outputs / "sfm"
     model = main(sfm_dir, images, pair_path, features, matches, camera_mode, verbose, usable,
                  {"camera_model": camera_model}, mapper_options, overwrite)

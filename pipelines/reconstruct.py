@@ -5,7 +5,7 @@
         [--camera-model SIMPLE_RADIAL] [--gt MODEL]
 
 Writes OUTPUTS/sfm/ (the largest model, COLMAP binary; every model in sfm/models/, the database
-in sfm/database.db) and OUTPUTS/reconstruction.png. Intrinsics come from EXIF when present,
+in sfm/database.db), OUTPUTS/reconstruction.png and OUTPUTS/report.html. Intrinsics come from EXIF when present,
 otherwise from the image size (focal 1.2 x the longest side), and are refined by the mapper.
 --pairs auto matches all pairs up to 40 images, else each image with its 20 nearest by VLAD
 retrieval. --camera-mode auto shares one camera among photos of the same size and EXIF camera and
@@ -50,7 +50,8 @@ def main(argv=None):
                              args.image_list, args.checkpoint, args.max_keypoints, args.resize_max,
                              args.camera_model, overwrite=args.overwrite, verbose=args.verbose)
     print(f"reconstruction: {reconstruction.describe(out['statistics'])}\n"
-          f"model:   {out['sfm']} (COLMAP binary)\npicture: {out['picture']}\ntime:    {time.time() - start:.1f} s")
+          f"model:   {out['sfm']} (COLMAP binary)\npicture: {out['picture']}\nreport:  {out['report_html']}\n"
+          f"time:    {time.time() - start:.1f} s")
     if truth is not None:
         report = reconstruction.compare_with_ground_truth(out["model"], truth)
         (args.outputs / "ground_truth_errors.json").write_text(json.dumps(report, indent=1))

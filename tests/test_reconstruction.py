@@ -157,7 +157,7 @@ def test_the_largest_of_several_models_is_kept(tmp_path, caplog):
                                 {n: camera for n in names})
 
     models = {0: model(["a", "b", "c"]), 1: model(["d", "e", "f", "g", "h"]), 2: model(["i", "j"])}
-    index, kept = reconstruction.keep_largest(models, tmp_path)
+    index, kept = reconstruction.keep_largest(models, tmp_path, tmp_path)
     assert index == 1 and kept.num_reg_images() == 5
     assert sorted(poses_from_model(pycolmap.Reconstruction(tmp_path))) == ["d", "e", "f", "g", "h"]
     assert "3 models" in caplog.text and "kept the largest, #1 with 5 images" in caplog.text

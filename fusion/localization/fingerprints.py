@@ -1,10 +1,13 @@
 """Fingerprints of in-memory inputs of localization outputs: reference models, query lists, name lists."""
 
 import hashlib
+from pathlib import Path
 from typing import Iterable, List, Tuple
 
 import numpy as np
 import pycolmap
+
+from ..features.provenance import input_fingerprint
 
 
 def digest(parts: Iterable[str]) -> str:
@@ -43,3 +46,10 @@ def queries_fingerprint(queries: List[Tuple[str, pycolmap.Camera]]) -> str:
 
 def names_fingerprint(names: Iterable[str]) -> str:
     return "names:" + digest(sorted(names))
+
+
+def pairs_fingerprint(pairs) -> str:
+    """A pairs file's own fingerprint, or one of an in-memory list of pairs."""
+    if isinstance(pairs, (str, Path)):
+        return input_fingerprint(pairs)
+    return "pairs:" + digest(f"{a} {b}" for a, b in pairs)

@@ -10,11 +10,12 @@ marked ``localized: false`` in the log and counts as failed in the recall table.
 """
 
 import argparse
+import copy
 import json
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pycolmap
@@ -95,7 +96,9 @@ def correspondences(model, image_ids, query, match_reader):
     return unique[:, 0], unique[:, 1], match_count, per_image
 
 
-def estimate_pose(model, camera, keypoints, index2d, point_ids, max_error: float, seed: int = 0):
+def estimate_pose(model, camera, keypoints, index2d, point_ids, max_error: float, seed: int = 0,
+                  estimate_focal: bool = False):
+    """PnP (LO-RANSAC + refinement); with ``estimate_focal``, the focal length too (written into ``camera``)."""
     if len(index2d) < 4:
         return None
     points2d = keypoints[index2d] + COLMAP_PIXEL_OFFSET
@@ -103,22 +106,32 @@ def estimate_pose(model, camera, keypoints, index2d, point_ids, max_error: float
     options = pycolmap.AbsolutePoseEstimationOptions()
     options.ransac.max_error = max_error
     options.ransac.random_seed = seed
-    return pycolmap.estimate_and_refine_absolute_pose(points2d, points3d, camera, options)
+    options.estimate_focal_length = estimate_focal
+    refinement = pycolmap.AbsolutePoseRefinementOptions()
+    refinement.refine_focal_length = estimate_focal
+    return pycolmap.estimate_and_refine_absolute_pose(points2d, points3d, camera, options, refinement)
 
 
-def localize_query(model, name, camera, keypoints, db_ids, match_reader, max_error, clustering):
-    """(pose or None, log entry) of one query; with clustering, the cluster with the most inliers wins."""
+def localize_query(model, name, camera, keypoints, db_ids, match_reader, max_error, clustering,
+                   estimate_focal: bool = False):
+    """(pose or None, log entry) of one query; with clustering, the cluster with the most inliers wins.
+
+    ``estimate_focal``: the camera's focal length is a guess; PnP estimates it and the log keeps it.
+    """
     groups = covisibility_clusters(model, db_ids) if clustering else [list(db_ids)]
     best, best_log, contributions = None, None, {}
     for group in groups:
         index2d, point_ids, match_count, per_image = correspondences(model, group, name, match_reader)
         contributions.update(per_image)
-        estimate = estimate_pose(model, camera, keypoints, index2d, point_ids, max_error)
+        trial = copy.copy(camera)  # PnP writes an estimated focal length into it
+        estimate = estimate_pose(model, trial, keypoints, index2d, point_ids, max_error, estimate_focal=estimate_focal)
         inliers = int(estimate["num_inliers"]) if estimate else 0
         if best_log is None or inliers > best_log["num_inliers"]:
             best = estimate
             best_log = {"num_matches": match_count, "num_2d3d": int(len(index2d)), "num_inliers": inliers,
                         "db": [model.images[i].name for i in group]}
+            if estimate_focal:
+                best_log["estimated_focal_length"] = float(trial.mean_focal_length())
     best_log["localized"] = best is not None
     if best is not None:
         return best["cam_from_world"], best_log
@@ -130,10 +143,11 @@ def localize_query(model, name, camera, keypoints, db_ids, match_reader, max_err
 
 
 def recipe_of(reference_fingerprint: str, queries_fingerprint: str, pairs: Path, features: Path, matches: Path,
-              ransac_max_error: float, covisibility_clustering: bool, name_style: str) -> dict:
+              ransac_max_error: float, covisibility_clustering: bool, name_style: str,
+              guessed_focal: Sequence[str] = ()) -> dict:
     """What makes a results file: the model, the queries, the retrieval pairs, features, matches, PnP settings."""
     return make_recipe("results", {"ransac_max_error": ransac_max_error, "covisibility_clustering": covisibility_clustering,
-                                   "name_style": name_style},
+                                   "name_style": name_style, "estimated_focal_length": list(guessed_focal)},
                        inputs={"model": reference_fingerprint, "queries": queries_fingerprint,
                                "pairs": input_fingerprint(pairs), "features": input_fingerprint(features),
                                "matches": input_fingerprint(matches)})
@@ -151,12 +165,15 @@ def main(
     name_style: str = "full",
     overwrite: bool = False,
     reference_id: Optional[str] = None,
+    guessed_focal: Iterable[str] = (),
 ) -> Path:
     """Localize every query of ``queries`` (a list file with intrinsics, or (name, camera) pairs).
 
     Re-uses ``results`` when it was made from the same inputs and settings; one made otherwise is
     refused unless ``overwrite``. ``reference_id``: the model's fingerprint, when the caller knows it.
+    ``guessed_focal``: queries whose focal length is a guess (no intrinsics, no EXIF), estimated by PnP.
     """
+    guessed_focal = set(guessed_focal)
     results = Path(results)
     if isinstance(reference_sfm, pycolmap.Reconstruction):
         model, model_id = reference_sfm, reference_id or model_fingerprint(reference_sfm)
@@ -164,7 +181,7 @@ def main(
         model, model_id = load_model(reference_sfm), reference_id or input_fingerprint(reference_sfm)
     query_list = read_query_list(queries) if isinstance(queries, (str, Path)) else list(queries)
     recipe = recipe_of(model_id, queries_fingerprint(query_list), pairs, features, matches, ransac_max_error,
-                       covisibility_clustering, name_style)
+                       covisibility_clustering, name_style, sorted(guessed_focal))
     if not overwrite and check_reusable(results, recipe) and log_path(results).exists():
         logger.info(f"Localization: re-using {results}")
         return results
@@ -180,8 +197,8 @@ def main(
         db_ids = [name_to_id[n] for n in db_names]
         try:
             keypoints = feature_reader.keypoints(name)
-            pose, log = localize_query(model, name, camera, keypoints, db_ids, match_reader,
-                                       ransac_max_error, covisibility_clustering)
+            pose, log = localize_query(model, name, camera, keypoints, db_ids, match_reader, ransac_max_error,
+                                       covisibility_clustering, estimate_focal=name in guessed_focal)
         except KeyError as error:  # no features or matches for this query: a failure, the others go on
             pose, log = None, {"error": str(error), "num_inliers": 0, "db": db_names, "localized": False}
         if not log["localized"]:

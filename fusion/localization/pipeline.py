@@ -192,7 +192,8 @@ def run(
     timer.lap("match queries")
     style = hloc_result_style(scene.name_style) if backend == "hloc" else scene.name_style
     results_recipe = localize.recipe_of(fingerprint(sfm_recipe), queries_fingerprint(scene.queries), loc_pairs, features,
-                                        matches, ransac_max_error, covisibility_clustering, style)
+                                        matches, ransac_max_error, covisibility_clustering, style,
+                                        sorted(scene.guessed_focal))
     results_recipe["conf"]["backend"] = backend
     results = named(outputs, f"results_{feature}_{matcher}_{backend}", results_recipe, ".txt")
     if backend == "hloc":
@@ -205,7 +206,8 @@ def run(
                 Path(f"{tmp}_logs.pkl").replace(f"{results}_logs.pkl")
     else:
         localize.main(model, scene.queries, loc_pairs, features, matches, results, ransac_max_error,
-                      covisibility_clustering, style, overwrite=overwrite, reference_id=fingerprint(sfm_recipe))
+                      covisibility_clustering, style, overwrite=overwrite, reference_id=fingerprint(sfm_recipe),
+                      guessed_focal=scene.guessed_focal)
     timer.lap("localize")
     out = {"features": features, "sfm": sfm_dir, "results": results, "model": model, "loc_pairs": loc_pairs,
            "matches": matches, "loc_matches": matches, "name_style": style, "timings": timer.steps,

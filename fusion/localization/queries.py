@@ -44,6 +44,7 @@ def read_query_list(path: Path, known_cameras: Dict[str, pycolmap.Camera] = None
             model, width, height, *params = intrinsics
             camera = pycolmap.Camera(model=model, width=int(width), height=int(height),
                                      params=np.array(params, float))
+            camera.has_prior_focal_length = True  # given intrinsics are known, not guessed
         except Exception as error:
             raise ValueError(f"{path}:{number}: expected 'name MODEL width height params...', "
                              f"got {line!r} ({error})") from error

@@ -11,11 +11,8 @@ and a picture of the cameras and points.
 """
 
 import copy
-import hashlib
 import json
 import logging
-import shutil
-import zlib  # noqa: F401  before pycolmap: its 4.2 wheel exports a zlib that breaks a libz loaded later (PNGs)
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -29,8 +26,9 @@ from ..features import extract, match
 from ..features.errors import BatchError
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import list_images, read_image_list, read_pairs, write_pairs
-from ..features.provenance import git_commit
-from . import figures, pairs, pipeline, retrieval
+from ..features.provenance import check_reusable, fingerprint, git_commit, input_fingerprint, make_recipe, read_recipe, writing
+from . import figures, pairs, pipeline, report, retrieval
+from .fingerprints import names_fingerprint, pairs_fingerprint
 from .poses import pose_error, poses_from_model
 from .triangulation import COLMAP_PIXEL_OFFSET, quiet_colmap
 
@@ -39,7 +37,6 @@ logger = logging.getLogger("fusion")
 CAMERA_MODES = ("auto", "single", "per_image")
 EXHAUSTIVE_MAX_IMAGES = 40  # 780 pairs; beyond, each image is paired with its nearest by retrieval
 RETRIEVAL_PAIRS = 20
-MODEL_FILES = ("cameras", "images", "points3D", "rigs", "frames")
 RECORD = "reconstruction.json"
 SEED = 0  # verification and mapping are seeded, so that a re-run gives the same model
 
@@ -163,13 +160,12 @@ def incremental_mapping(database: Path, image_dir: Path, models_dir: Path,
             bar.close()
 
 
-def keep_largest(models: Dict[int, pycolmap.Reconstruction], sfm_dir: Path) -> Tuple[int, pycolmap.Reconstruction]:
-    """Write the model with the most registered images (then points) to ``sfm_dir`` and say so."""
+def keep_largest(models: Dict[int, pycolmap.Reconstruction], folder: Path,
+                 sfm_dir: Path) -> Tuple[int, pycolmap.Reconstruction]:
+    """Write the model with the most registered images (then points) to ``folder`` (which becomes
+    ``sfm_dir``) and say so."""
     index = max(models, key=lambda i: (models[i].num_reg_images(), models[i].num_points3D()))
-    for name in MODEL_FILES:
-        for suffix in (".bin", ".txt"):
-            (sfm_dir / f"{name}{suffix}").unlink(missing_ok=True)
-    models[index].write(sfm_dir)
+    models[index].write(folder)
     if len(models) > 1:
         others = ", ".join(f"#{i}: {m.num_reg_images()}" for i, m in models.items() if i != index)
         logger.warning(f"{len(models)} models (the mapper could not join every image into one); kept the largest, "
@@ -191,26 +187,11 @@ def describe(stats: dict) -> str:
             f"{stats['mean_reprojection_error_px']:.2f} px, {stats['cameras']} camera(s)")
 
 
-def input_fingerprint(image_dir: Path, names: Sequence[str], pair_list, features: Path, matches: Path,
-                      settings: dict) -> str:
-    """A hash of what a model is made from: the image files, their keypoints, the pairs' matches, the settings."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    feature_reader, match_reader = FeatureReader(features), MatchReader(matches)
-    try:
-        for name in names:
-            stat = (image_dir / name).stat()
-            digest.update(f"{name} {stat.st_size} {stat.st_mtime_ns}".encode())
-            digest.update(feature_reader.keypoints(name).tobytes())
-        for name0, name1 in pair_list:
-            digest.update(f"{name0} {name1}".encode())
-            try:
-                digest.update(match_reader.matches(name0, name1)[0].tobytes())
-            except KeyError:
-                digest.update(b"no matches")
-    finally:
-        feature_reader.close()
-        match_reader.close()
-    return digest.hexdigest()[:16]
+def recipe_of(names: Sequence[str], pair_list, features: Path, matches: Path, settings: dict) -> dict:
+    """What makes a model: the images, pairs, keypoints and matches, and the mapping settings."""
+    return make_recipe("sfm", {"method": "incremental_mapping", "seed": SEED, **settings},
+                       inputs={"images": names_fingerprint(names), "pairs": pairs_fingerprint(pair_list),
+                               "features": input_fingerprint(features), "matches": input_fingerprint(matches)})
 
 
 def main(
@@ -245,49 +226,43 @@ def main(
         reader.close()
     settings = {"camera_mode": camera_mode, "image_options": image_options or {},
                 "mapper_options": mapper_options or {}}
-    fingerprint = input_fingerprint(image_dir, list(sizes), pair_list, features, matches, settings)
-    record_path = sfm_dir / RECORD
-    if not overwrite and record_path.exists() and (sfm_dir / "images.bin").exists():
-        record = json.loads(record_path.read_text())
-        if record.get("fingerprint") == fingerprint:
-            model = pycolmap.Reconstruction(sfm_dir)
-            logger.info(f"Reconstruction: re-using {sfm_dir}: {describe(record['statistics'])}")
-            return model
-    record_path.unlink(missing_ok=True)  # written again only once the new model is complete
-    sfm_dir.mkdir(parents=True, exist_ok=True)
-    database = sfm_dir / "database.db"
-    database.unlink(missing_ok=True)
-    groups = camera_groups(image_dir, sizes, camera_mode)
-    with quiet_colmap(verbose):
-        pycolmap.Database.open(database).close()
-        image_ids = import_images(database, image_dir, groups, image_options)
-    unread = sorted(set(sizes) - set(image_ids))
-    if unread:
-        logger.warning(f"COLMAP could not read {len(unread)} images (left out): {', '.join(unread[:10])}")
-    logger.info(f"Reconstruction: {len(image_ids)} images, {len(groups)} camera(s) ({camera_mode})")
-    imported = import_features_and_matches(database, image_ids, pair_list, features, matches)
-    pair_path = write_pairs(imported, sfm_dir / "pairs.txt")
-    options = pycolmap.IncrementalPipelineOptions()
-    options.random_seed = SEED
-    options.mergedict(mapper_options or {})
-    verification = pycolmap.TwoViewGeometryOptions()
-    verification.ransac.random_seed = SEED
-    models_dir = sfm_dir / "models"
-    shutil.rmtree(models_dir, ignore_errors=True)  # no stale models of an earlier run beside the new ones
-    models_dir.mkdir()
-    with quiet_colmap(verbose):
-        if imported:
-            pycolmap.verify_matches(database, pair_path, verification)
-        models = incremental_mapping(database, image_dir, models_dir, options, len(image_ids)) if imported else {}
-    if not models:
-        raise ReconstructionError(why_no_model(database, options, len(imported)))
-    index, model = keep_largest(models, sfm_dir)
-    stats = statistics(model, len(sizes))
-    unregistered = sorted(set(image_ids) - {model.images[i].name for i in model.reg_image_ids()})
-    record_path.write_text(json.dumps({
-        "fingerprint": fingerprint, "settings": settings, "statistics": stats, "model_index": index,
-        "num_models": len(models), "unregistered": unregistered, "unreadable": unread,
-        "git_commit": git_commit()}, indent=1))
+    recipe = recipe_of(list(sizes), pair_list, features, matches, settings)
+    if not overwrite and check_reusable(sfm_dir, recipe):
+        model = pycolmap.Reconstruction(sfm_dir)
+        record = json.loads((sfm_dir / RECORD).read_text())
+        logger.info(f"Reconstruction: re-using {sfm_dir}: {describe(record['statistics'])}")
+        return model
+    with writing(sfm_dir, recipe, folder=True) as tmp:
+        database = tmp / "database.db"
+        groups = camera_groups(image_dir, sizes, camera_mode)
+        with quiet_colmap(verbose):
+            pycolmap.Database.open(database).close()
+            image_ids = import_images(database, image_dir, groups, image_options)
+        unread = sorted(set(sizes) - set(image_ids))
+        if unread:
+            logger.warning(f"COLMAP could not read {len(unread)} images (left out): {', '.join(unread[:10])}")
+        logger.info(f"Reconstruction: {len(image_ids)} images, {len(groups)} camera(s) ({camera_mode})")
+        imported = import_features_and_matches(database, image_ids, pair_list, features, matches)
+        pair_path = write_pairs(imported, tmp / "pairs.txt")
+        options = pycolmap.IncrementalPipelineOptions()
+        options.random_seed = SEED
+        options.mergedict(mapper_options or {})
+        verification = pycolmap.TwoViewGeometryOptions()
+        verification.ransac.random_seed = SEED
+        models_dir = tmp / "models"
+        models_dir.mkdir()
+        with quiet_colmap(verbose):
+            if imported:
+                pycolmap.verify_matches(database, pair_path, verification)
+            models = incremental_mapping(database, image_dir, models_dir, options, len(image_ids)) if imported else {}
+        if not models:
+            raise ReconstructionError(why_no_model(database, options, len(imported)))
+        index, model = keep_largest(models, tmp, sfm_dir)
+        stats = statistics(model, len(sizes))
+        unregistered = sorted(set(image_ids) - {model.images[i].name for i in model.reg_image_ids()})
+        (tmp / RECORD).write_text(json.dumps({
+            "settings": settings, "statistics": stats, "model_index": index, "num_models": len(models),
+            "unregistered": unregistered, "unreadable": unread, "git_commit": git_commit()}, indent=1))
     logger.info(f"Reconstruction: {describe(stats)}")
     if unregistered:
         logger.warning(f"not registered: {', '.join(unregistered[:10])}{' ...' if len(unregistered) > 10 else ''}")
@@ -413,6 +388,7 @@ def run(
     if resize_max:
         feature_conf["preprocessing"]["resize_max"] = resize_max
     outputs.mkdir(parents=True, exist_ok=True)
+    timer = report.StepTimer()
     # named as localization.pipeline names them, so that localize_scene.py with these outputs re-uses them
     features = pipeline.named(outputs, feature_conf["output"], extract.recipe_of(feature_conf), ".h5")
     skipped = []
@@ -420,6 +396,7 @@ def run(
         extract.main(feature_conf, images, image_list=names, feature_path=features, overwrite=overwrite)
     except BatchError as error:  # the other images were extracted and saved
         skipped = error.failures
+    timer.lap("extract features")
     failed = {line.split(": ", 1)[0] for line in skipped}
     usable = [name for name in names if name not in failed]
     if len(usable) < 2:
@@ -427,13 +404,22 @@ def run(
         raise ReconstructionError(f"{images}: {len(usable)} usable image(s) of {len(names)}{detail}; a map needs "
                                   "at least 2 overlapping photos")
     pair_path = pairs_for(pairs, names, usable, features, outputs, overwrite)
+    timer.lap("pairs")
     matcher_conf = match.confs[matcher]
     matches = match.main(matcher_conf, pair_path, features, overwrite=overwrite, matches=pipeline.named(
         outputs, f"matches-{matcher}", match.recipe_of(matcher_conf, features, None), ".h5"))
+    timer.lap("match")
     sfm_dir = outputs / "sfm"
     model = main(sfm_dir, images, pair_path, features, matches, camera_mode, verbose, usable,
                  {"camera_model": camera_model}, mapper_options, overwrite)
+    timer.lap("verify and map")
     stats = json.loads((sfm_dir / RECORD).read_text())["statistics"]
     picture = figures.plot_reconstruction(model, outputs / "reconstruction.png")
+    timer.lap("picture")
+    settings = {"images": str(images), "feature": feature_conf, "matcher": matcher_conf, "pairs": pairs,
+                "camera_mode": camera_mode, "camera_model": camera_model, "mapper_options": mapper_options,
+                "fingerprint": fingerprint(read_recipe(sfm_dir))}
+    page = report.reconstruction_report(outputs, model, stats, settings, {"cameras and 3D points": picture},
+                                        timer.steps, skipped)
     return {"model": model, "sfm": sfm_dir, "statistics": stats, "features": features, "pairs": pair_path,
-            "matches": matches, "picture": picture, "skipped": skipped}
+            "matches": matches, "picture": picture, "skipped": skipped, "report_html": page}

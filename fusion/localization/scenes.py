@@ -10,7 +10,7 @@ import glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -62,6 +62,8 @@ class Scene:
     # section, read on demand: RobotCar's takes a minute): (image names, image index, point index).
     observations: Optional[Callable[[], Observations]] = None
     observations_source: Optional[Path] = None  # the file they are read from (its fingerprint names the pairs)
+    # Queries whose focal length is a guess from the image size: PnP estimates it (P4Pf) and refines it.
+    guessed_focal: FrozenSet[str] = frozenset()
 
     @property
     def db_names(self) -> List[str]:
@@ -260,11 +262,10 @@ def generic(images: Path, reference: Path, queries: Path, ground_truth: Optional
     cameras = {image.name: model.cameras[image.camera_id] for image in model.images.values()}
     query_list = read_query_list(queries, cameras, images)
     query_names = {name for name, _ in query_list}
-    guessed = [name for name, camera in query_list if name not in cameras and not camera.has_prior_focal_length]
+    guessed = frozenset(name for name, camera in query_list if name not in cameras and not camera.has_prior_focal_length)
     if guessed:
-        logger.warning(f"{len(guessed)} queries without intrinsics or EXIF focal length (e.g. {guessed[0]}): focal "
-                       "length guessed as 1.2 x the longest image side, so their poses may be off; give "
-                       "'name MODEL W H params' lines when you know the intrinsics")
+        logger.warning(f"{len(guessed)} queries without intrinsics or EXIF focal length (e.g. {min(guessed)}): their "
+                       "focal length is estimated with the pose; give 'name MODEL W H params' lines when you know it")
     if any(image.name in query_names for image in model.images.values()):
         poses = {n: p for n, p in poses_from_model(model).items() if n not in query_names}
         model = model_from_poses(poses, cameras)
@@ -276,4 +277,4 @@ def generic(images: Path, reference: Path, queries: Path, ground_truth: Optional
         if missing:
             raise ValueError(f"{ground_truth}: no ground-truth pose for {missing[:3]}")
         truth = {name: truth[name] for name, _ in query_list}
-    return Scene(images.name, images, model, query_list, {}, truth, "full", pairs)
+    return Scene(images.name, images, model, query_list, {}, truth, "full", pairs, guessed_focal=guessed)

@@ -19,7 +19,7 @@ from ..features.errors import run_cli
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import read_pairs
 from ..features.provenance import check_reusable, input_fingerprint, make_recipe, writing
-from .fingerprints import digest, model_fingerprint
+from .fingerprints import model_fingerprint, pairs_fingerprint
 from .reference_models import load_model
 
 logger = logging.getLogger("fusion")
@@ -129,9 +129,9 @@ class TriangulationError(ValueError):
 def recipe_of(reference_id: str, pairs, features: Path, matches: Path, max_error: float,
               min_track_angle: Optional[float]) -> dict:
     """What makes a triangulated model: the reference, pairs, features, matches and thresholds."""
-    pairs_id = input_fingerprint(pairs) if isinstance(pairs, (str, Path)) else "pairs:" + digest(f"{a} {b}" for a, b in pairs)
     return make_recipe("sfm", {"max_error": max_error, "min_track_angle": min_track_angle},
-                       inputs={"reference": reference_id, "pairs": pairs_id, "features": input_fingerprint(features),
+                       inputs={"reference": reference_id, "pairs": pairs_fingerprint(pairs),
+                               "features": input_fingerprint(features),
                                "matches": input_fingerprint(matches)})
 
 

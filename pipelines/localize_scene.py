@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fusion.features.errors import run_cli
 from fusion.localization import pipeline, scenes
-from fusion.localization.pipeline import pipeline_options, pipeline_parser
+from fusion.localization.pipeline import pipeline_parser
 
 
 def main(argv=None):
@@ -26,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--gt", type=Path, help="ground-truth query poses")
     args = parser.parse_args(argv)
     scene = scenes.generic(args.images, args.reference, args.queries, args.gt, args.pairs)
-    out = pipeline.run(scene, args.outputs, **pipeline_options(args))
+    out = pipeline.run_from_args(scene, args)
     print(f"results: {out['results']}")
     for name, errors in out.get("report", {}).get("per_query", {}).items():
         print(f"{name}: {errors['position_m']:.4f} m, {errors['rotation_deg']:.3f} deg")

@@ -125,6 +125,7 @@ def run(
     covisibility_clustering: bool = False,
     overwrite: bool = False,
     device: str = "auto",
+    max_keypoints: Optional[int] = None,
 ) -> dict:
     """Localize the scene's queries; returns the output paths and, with ground truth, the recall report."""
     if backend not in BACKENDS:
@@ -135,6 +136,8 @@ def run(
     feature_conf = copy.deepcopy(extract.confs[feature])
     if checkpoint:
         feature_conf["model"]["checkpoint"] = str(checkpoint)
+    if max_keypoints:
+        feature_conf["model"]["max_keypoints"] = max_keypoints
     matcher_conf = match.confs[matcher]
     check_inputs(scene, feature_conf, matcher_conf, feature, backend)
     outputs = Path(outputs)
@@ -231,12 +234,43 @@ def run(
     return out
 
 
+def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xfeat", checkpoint: Optional[Path] = None,
+                           overwrite: bool = False, **options) -> dict:
+    """``run`` in two passes: the map with plain XFeat, a stability head learned from that map's tracks
+    (``fusion.training.map_stability``), then localization with ``fused_xfeat`` and that head.
+
+    The second pass re-extracts the database with the fused model too (measured against keeping the
+    plain database in the README). The passes' outputs differ in their recipes (the checkpoint's
+    checksum), so their files never mix; the returned dict adds ``map`` (the first pass) and
+    ``stability_checkpoint``.
+    """
+    from ..training import map_stability
+
+    if feature != "fused_xfeat":
+        raise ValueError(f"--learn-stability trains fused_xfeat's stability head; use --feature fused_xfeat, not {feature}")
+    first = run(scene, outputs, feature="xfeat", overwrite=overwrite, **options)
+    recipe = make_recipe("stability_checkpoint", map_stability.default_conf,
+                         [checkpoint] if checkpoint else [],
+                         {"map": input_fingerprint(first["sfm"]), "features": input_fingerprint(first["features"])})
+    learned = named(outputs, "fused_xfeat-stability", recipe, ".pt")
+    if overwrite or not check_reusable(learned, recipe):
+        with writing(learned, recipe) as tmp:
+            map_stability.main(first["sfm"], first["features"], scene.images, tmp, base_checkpoint=checkpoint)
+    second = run(scene, outputs, feature="fused_xfeat", checkpoint=learned, overwrite=overwrite, **options)
+    second.update(map=first, stability_checkpoint=learned)
+    return second
+
+
 def pipeline_parser(description: str, outputs: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outputs", type=Path, default=Path(outputs))
     parser.add_argument("--feature", default="fused_xfeat", choices=sorted(extract.confs))
     parser.add_argument("--matcher", default="xfeat_mnn", choices=sorted(match.confs))
     parser.add_argument("--checkpoint", type=Path, help="fused checkpoint for fused_xfeat")
+    parser.add_argument("--max-keypoints", type=int, help="keypoints per image (default: the feature conf's)")
+    parser.add_argument("--learn-stability", action="store_true",
+                        help="with fused_xfeat: build the map with plain XFeat, learn the stability head from its "
+                             "tracks, then localize with it (two passes)")
     parser.add_argument("--pairs", type=Path, help="query pairs file (default: VLAD retrieval)")
     parser.add_argument("--num-db-pairs", type=int, default=20)
     parser.add_argument("--num-loc-pairs", type=int, default=20)
@@ -252,4 +286,9 @@ def pipeline_options(args) -> dict:
     return dict(feature=args.feature, matcher=args.matcher, backend=args.backend, checkpoint=args.checkpoint,
                 num_db_pairs=args.num_db_pairs, num_loc_pairs=args.num_loc_pairs,
                 ransac_max_error=args.ransac_max_error, covisibility_clustering=args.covisibility_clustering,
-                overwrite=args.overwrite, device=args.device)
+                overwrite=args.overwrite, device=args.device, max_keypoints=args.max_keypoints)
+
+
+def run_from_args(scene: Scene, args) -> dict:
+    """The pipelines' entry: ``run``, or ``run_learning_stability`` with ``--learn-stability``."""
+    return (run_learning_stability if args.learn_stability else run)(scene, args.outputs, **pipeline_options(args))

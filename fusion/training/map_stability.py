@@ -134,7 +134,7 @@ def train_head(fused: FusedXFeat, features: torch.Tensor, labels: torch.Tensor, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     head.eval()
     return losses
 

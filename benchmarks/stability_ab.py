@@ -1,0 +1,117 @@
+"""A/B of the stability head learned from the map: plain XFeat against fused_xfeat with it.
+
+    python benchmarks/stability_ab.py [--keypoints 1024 2048 4096] [--datasets demo herzjesu]
+
+For each dataset and keypoint budget: ``xfeat`` (the map and the queries with plain XFeat), then the
+stability head learned from that map (``pipeline.run_learning_stability``) used two ways:
+``fused (db + queries)`` re-extracts the database and the queries with it and rebuilds the map;
+``fused (queries only)`` keeps the plain map and extracts only the queries with it. Reported per
+condition: mean PnP inliers, recall at (5 cm, 0.5 deg) and (0.25 m, 2 deg), median errors; plus the
+head's held-out per-class accuracy. Datasets: the demo street (6 day, 4 night queries) and
+Herz-Jesu-P8 with 0002 and 0005 held out as queries (../shared/data; skipped when absent).
+"""
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusion.features import extract, match
+from fusion.localization import demo_scene, localize, pipeline, scenes
+from fusion.localization.poses import pose_error, read_poses
+from fusion.localization.recall import recall_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+THRESHOLDS = ((0.05, 0.5), (0.25, 2.0))
+
+
+def load_scene(name: str, out: Path):
+    if name == "demo":
+        dataset = out / "dataset"
+        if not (dataset / "queries/ground_truth.txt").exists():
+            demo_scene.generate(dataset)
+        return scenes.aachen(dataset)
+    root = SHARED / "herzjesu_p8"
+    if not root.is_dir():
+        return None
+    queries = out / "queries.txt"
+    out.mkdir(parents=True, exist_ok=True)
+    queries.write_text("0002.jpg\n0005.jpg\n")
+    return scenes.generic(root / "images", root / "gt_model", queries, root / "gt_model")
+
+
+def queries_only(scene, first: dict, checkpoint: Path, keypoints: int, out: Path, options: dict) -> Path:
+    """The plain map with query features from the fused model: extract, match (query -> plain db), localize."""
+    conf = copy.deepcopy(extract.confs["fused_xfeat"])
+    conf["model"].update(checkpoint=str(checkpoint), max_keypoints=keypoints)
+    features = pipeline.named(out, "feats-queries-fused", extract.recipe_of(conf), ".h5")
+    extract.main(conf, scene.images, image_list=scene.query_names, feature_path=features)
+    matcher = match.confs["xfeat_mnn"]
+    matches = pipeline.named(out, "matches-queries-fused", match.recipe_of(matcher, features, first["features"]), ".h5")
+    match.main(matcher, first["loc_pairs"], features, matches=matches, features_ref=first["features"])
+    results = out / f"results_queries_only-{checkpoint.stem}.txt"
+    return localize.main(first["model"], scene.queries, first["loc_pairs"], features, matches, results,
+                         options["ransac_max_error"], False, first["name_style"])
+
+
+def summary(scene, results: Path) -> dict:
+    """Per condition: mean PnP inliers, recall at the two thresholds, median errors (a PnP failure: infinite)."""
+    logs = json.loads(localize.log_path(results).read_text())["queries"]
+    estimates = read_poses(results)
+    out = {}
+    for group, names in (scene.query_groups or {"all": scene.query_names}).items():
+        errors = [pose_error(estimates[localize.result_name(n, scene.name_style)], scene.ground_truth[n])
+                  if logs[n]["localized"] else (float("inf"), float("inf")) for n in names]
+        out[group] = {"inliers": float(np.mean([logs[n]["num_inliers"] for n in names])),
+                      **recall_stats(errors, THRESHOLDS)}
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keypoints", type=int, nargs="+", default=[1024, 2048, 4096])
+    parser.add_argument("--datasets", nargs="+", default=["demo", "herzjesu"], choices=["demo", "herzjesu"])
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "stability_ab")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows, accuracy = [], {}
+    for dataset in args.datasets:
+        out = args.out / dataset
+        scene = load_scene(dataset, out)
+        if scene is None:
+            print(f"{dataset}: data absent, skipped")
+            continue
+        options = {"num_db_pairs": 6 if dataset == "demo" else 20, "num_loc_pairs": 10, "ransac_max_error": 12.0}
+        for keypoints in args.keypoints:
+            learned = pipeline.run_learning_stability(scene, out, max_keypoints=keypoints, **options)
+            first = learned["map"]
+            payload = torch.load(learned["stability_checkpoint"], weights_only=False)["training"]
+            accuracy[f"{dataset}@{keypoints}"] = payload["val_accuracy"]
+            variants = {"xfeat": first["results"], "fused (db + queries)": learned["results"],
+                        "fused (queries only)": queries_only(scene, first, learned["stability_checkpoint"], keypoints,
+                                                             out, options)}
+            for variant, results in variants.items():
+                for group, stats in summary(scene, results).items():
+                    rows.append({"dataset": dataset, "keypoints": keypoints, "variant": variant, "queries": group,
+                                 **stats})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "stability_ab.json").write_text(json.dumps({"rows": rows, "held_out_accuracy": accuracy}, indent=1))
+    print("| dataset | keypoints | variant | queries | n | PnP inliers | recall 5 cm, 0.5° | recall 0.25 m, 2° | "
+          "median m | median ° |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['dataset']} | {r['keypoints']} | {r['variant']} | {r['queries']} | {r['count']} | "
+              f"{r['inliers']:.0f} | {100 * r['recall@0.05m,0.5deg']:.0f}% | {100 * r['recall@0.25m,2deg']:.0f}% | "
+              f"{r['median_position_error_m']:.4f} | {r['median_rotation_error_deg']:.3f} |")
+    print("\nheld-out per-class accuracy of the learned head (unstable / short-term / stable):")
+    for key, value in accuracy.items():
+        print(f"  {key}: " + " / ".join(f"{v:.2f}" if v is not None else "-" for v in value.values()))
+
+
+if __name__ == "__main__":
+    main()

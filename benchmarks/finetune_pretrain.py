@@ -1,6 +1,7 @@
 """Fine-tune the pretrain stage from the official XFeat weights on CPU: held-out accuracy and MMA before and after.
 
-    python benchmarks/finetune_pretrain.py [--steps 300] [--train-images DIR] [--eval-data ../shared/data/oxford_affine]
+    python benchmarks/finetune_pretrain.py [--steps 300] [--batch-size 4] [--size 256] [--train-images DIR]
+        [--eval-data ../shared/data/oxford_affine] [--out DIR] [key=value ...]   # config overrides
 
 Training data: synthetic warps (random homography + photometric change) of the Herz-Jesu photos and
 matplotlib's sample photo. Held out: the Oxford affine sequences, only measured on. Every
@@ -85,20 +86,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256, help="training crops are SIZE x SIZE")
     parser.add_argument("--window", type=int, default=10, help="steps averaged into each logged loss value")
     parser.add_argument("--val-every", type=int, default=50)
     parser.add_argument("--train-images", type=Path, default=SHARED / "herzjesu_p8" / "images")
     parser.add_argument("--eval-data", type=Path, default=SHARED / "oxford_affine")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_finetune")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="training config key.sub=value, e.g. losses.weights.descriptor_anchor=0")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = training_images(args.out / "train_images", args.train_images)
     conf = resolve_config(ROOT / "configs" / "base.yaml", "pretrain", [
         f"output_root={args.out}", "run=run", "data.mix.megadepth=0", f"data.synthetic.root={images}",
-        "data.synthetic.size=[256,256]", "data.batch_size=4", f"train.steps={args.steps}", f"train.lr={args.lr}",
-        "train.warmup_steps=20", f"train.log_every={args.window}", f"train.checkpoint_every={args.val_every}",
-        f"train.val_every={args.val_every}", f"val.root={args.eval_data}"])
+        f"data.synthetic.size=[{args.size},{args.size}]", f"data.batch_size={args.batch_size}",
+        f"train.steps={args.steps}", f"train.lr={args.lr}", f"train.warmup_steps={args.warmup}",
+        f"train.log_every={args.window}", f"train.checkpoint_every={args.val_every}",
+        f"train.val_every={args.val_every}", f"val.root={args.eval_data}", *args.overrides])
     before = homography_scores(args.eval_data)
     final = Trainer(conf).train()
     after = homography_scores(args.eval_data, str(final))
@@ -106,7 +112,8 @@ def main(argv=None):
     curves = plot_curves(rows, args.out / "curves.png", args.window)
     losses = [k for k in rows[0] if k.startswith("loss/")]
     result = {
-        "steps": args.steps, "lr": args.lr, "train_images": str(args.train_images), "held_out": str(args.eval_data),
+        "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "size": args.size,
+        "overrides": args.overrides, "train_images": str(args.train_images), "held_out": str(args.eval_data),
         "validation": {key: {"before": window_mean(rows, f"val/{key}", True), "after": window_mean(rows, f"val/{key}", False)}
                        for key in ("nn_accuracy", "mma@3")},
         "homography": {"official": before, "final": after},

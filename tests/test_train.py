@@ -85,18 +85,19 @@ def read_losses(run_dir):
 
 def test_fine_tuning_the_official_weights_keeps_held_out_accuracy_and_resumes_exactly(
         tmp_path, train_images, held_out_images):
-    """30 steps at lr 5e-5 (128^2, 2 pairs per batch): before BatchNorm was frozen, held-out NN accuracy fell
-    from 0.54 to 0.17 while the loss looked fine."""
+    """30 steps at lr 5e-5 (128^2, 2 pairs per batch). Before BatchNorm was frozen this setting took held-out
+    NN accuracy from 0.54 to 0.17 (issue 10; on Oxford affine: 0.616 to 0.440) while the loss looked fine."""
     conf = tiny_config(tmp_path, train_images, **{"train.val_every": 15, "val.root": held_out_images,
                                                  "val.pairs": 6, "val.size": "[192,192]", "train.lr": 5e-5})
     final = Trainer(conf).train()
     run = tmp_path / "run"
     rows = read_rows(run)
-    losses = read_losses(run)
-    assert len(losses) == 30 and np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.3  # measured: 8.8 -> 8.1
+    assert len(read_losses(run)) == 30
+    learned = [float(r["loss/descriptor"]) + float(r["loss/fine"]) for r in rows if r["loss/descriptor"]]
+    assert np.mean(learned[-10:]) < np.mean(learned[:10]) - 0.1  # measured: 4.73 -> 4.53
     accuracy = {int(r["step"]): float(r["val/nn_accuracy"]) for r in rows if r["val/nn_accuracy"]}
     assert sorted(accuracy) == [0, 15, 30] and accuracy[0] > 0.4
-    assert accuracy[30] >= accuracy[0] - 0.02, accuracy  # measured: 0.513 -> 0.530
+    assert accuracy[30] >= accuracy[0] - 0.02, accuracy  # measured: 0.513 -> 0.547
     mma = {int(r["step"]): float(r["val/mma@3"]) for r in rows if r["val/mma@3"]}
     best = torch.load(run / "best.pt", weights_only=False)["training"]
     assert best["validation"]["mma@3"] == pytest.approx(max(mma.values())) and best["steps"] == max(mma, key=mma.get)
@@ -172,8 +173,9 @@ def test_teacher_stages_fail_clearly_without_a_teacher(tmp_path, train_images):
     conf = tiny_config(tmp_path, train_images, "distill", **{"losses.weights.structural": 0,
                                                             "losses.weights.descriptor_distill": 0})
     assert "infonce" in Trainer(conf).terms  # the same stage without the teacher terms runs
-    with pytest.raises(ValueError, match="uses reliability_distill, which need the official XFeat as keypoint "
-                                         "teacher .* or drop them with losses.weights.reliability_distill=0"):
+    with pytest.raises(ValueError, match="uses descriptor_anchor, reliability_distill, which need the frozen "
+                                         r"official XFeat as teacher \(losses.keypoint_teacher=xfeat\) or drop them "
+                                         "with losses.weights.descriptor_anchor=0 losses.weights.reliability_distill=0"):
         Trainer(tiny_config(tmp_path, train_images, **{"losses.keypoint_teacher": "sfd2",
                                                       "teacher.checkpoint": str(tmp_path / "unused.pth")}))
 
@@ -194,7 +196,7 @@ def test_teacher_stages_train_with_a_teacher(tmp_path, train_images, labelled_im
         assert bool(torch.load(final, weights_only=False)["state_dict"]["stability_trained"])
     if stage == "finetune":  # GradNorm measures every term (before, 3 of 10 read 0 at block_fusion[-1])
         norms = dict(zip(trainer.weighting.names, trainer.weighting.gradient_norms.tolist()))
-        assert len(norms) == 10 and min(norms.values()) > 0, norms
+        assert len(norms) == 11 and min(norms.values()) > 0, norms
         assert all(trainer.weighting.initial_losses > 0)
 
 
@@ -331,8 +333,8 @@ def test_non_finite_steps_are_skipped_and_logged(tmp_path, train_images, monkeyp
 def test_decoupled_schedule_trains_the_detector_later(tmp_path, train_images):
     trainer = Trainer(tiny_config(tmp_path, train_images, **{"train.decoupled.enabled": True,
                                                             "train.decoupled.detector_start": 5}))
-    assert set(trainer.terms_at(0)) == {"descriptor", "fine"}
-    assert set(trainer.terms_at(5)) == {"descriptor", "reliability_distill", "keypoint", "fine"}
+    assert set(trainer.terms_at(0)) == {"descriptor", "descriptor_anchor", "fine"}
+    assert set(trainer.terms_at(5)) == {"descriptor", "descriptor_anchor", "reliability_distill", "keypoint", "fine"}
 
 
 def test_megadepth_pairs_from_scene_info(tmp_path, train_images):

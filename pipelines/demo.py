@@ -3,7 +3,7 @@
     python pipelines/demo.py [--outputs outputs/demo] [--feature fused_xfeat] [--matcher xfeat_mnn]
 
 Writes outputs/demo/dataset (Aachen layout), the result file, recall table (JSON), matches.png,
-reprojection.png and topdown.png.
+reprojection.png, topdown.png and report.html (open it in a browser; it works offline).
 """
 
 import argparse
@@ -24,12 +24,14 @@ def main(argv=None):
     parser.add_argument("--num-day", type=int, default=6)
     parser.add_argument("--num-night", type=int, default=4)
     parser.add_argument("--overwrite", action="store_true", help="regenerate the scene and recompute everything")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     args = parser.parse_args(argv)
     start = time.time()
     out = demo_scene.run(args.outputs, args.feature, args.matcher, args.num_db, args.num_day, args.num_night,
-                   overwrite=args.overwrite)
+                         overwrite=args.overwrite, device=args.device)
     print(f"results:  {out['results']}\nrecall:   {out['report_path']}\nmatches:  {out['matches_png']}\n"
-          f"reprojection: {out['reprojection_png']}\ntop-down: {out['topdown']}\ntime:     {time.time() - start:.1f} s")
+          f"reprojection: {out['reprojection_png']}\ntop-down: {out['topdown']}\nreport:   {out['report_html']}\n"
+          f"time:     {time.time() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fusion.features.errors import run_cli
 from fusion.localization import pipeline, scenes
-from fusion.localization.pipeline import pipeline_options, pipeline_parser
+from fusion.localization.pipeline import pipeline_parser
 
 
 def main(argv=None):
@@ -16,8 +16,8 @@ def main(argv=None):
     parser.add_argument("--dataset", type=Path, default=Path("datasets/robotcar"))
     args = parser.parse_args(argv)
     scene = scenes.robotcar(args.dataset, args.pairs)
-    out = pipeline.run(scene, args.outputs, **pipeline_options(args))
-    print(f"results for visuallocalization.net: {out['results']}")
+    out = pipeline.run_from_args(scene, args)
+    print(f"results for visuallocalization.net: {out['results']}\nreport: {out['report_html']}")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,13 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import shared_path
 
 from fusion.benchmarks import efficiency, homography, log, relpose
 from fusion.benchmarks.adapters import numpy_extractor
 from fusion.benchmarks.cli import main as eval_main
+from fusion.features.fused import FusedXFeat, save_checkpoint
 
 H = np.array([[0.9, 0.1, 20.0], [-0.05, 1.1, 10.0], [1e-4, 2e-5, 1.0]])
 
@@ -99,7 +101,39 @@ def test_homography_command_prints_a_json_line_and_logs_it(tmp_path, photo_rgb, 
     assert line["viewpoint"]["pairs"] == 2 and len(line["config_hash"]) == 12 and line["git_commit"]
     rows = log.read_log(log_path)
     table = log.markdown_table(rows, ["mma@1", "mma@3"])
-    assert "| homography | None | " in table and "mma@3" in table.splitlines()[0]
+    header = "| benchmark | feature | matcher | max_keypoints | checkpoint | data | mma@1 | mma@3 | commit |"
+    assert table.splitlines()[0] == header
+    assert table.splitlines()[2].startswith("| homography | xfeat | xfeat_mnn | 1024 | - | data | ")
+
+
+def logged(benchmark, config, result):
+    return {"benchmark": benchmark, "config": config, "result": result, "git_commit": "0123456789abcdef"}
+
+
+def test_table_shows_a_readable_default_and_more_on_request():
+    per_pair = [{"split": split, "mma": np.linspace(0.1, 1.0, 10), "features": 100, "matches": 50, "corner_error": e}
+                for split, e in (("illumination", 0.5), ("viewpoint", 4.0))]
+    rows = [logged("homography", {"feature": "xfeat", "matcher": "xfeat_mnn", "max_keypoints": 4096,
+                                  "checkpoint": "/runs/a/final.pt", "data": "../shared/data/oxford_affine"},
+                   homography.summarize(per_pair)),
+            logged("efficiency", {"features": ["xfeat", "sift"], "runs": 10},
+                   {f"{n}@640x480": {"extractor": n, "size": "640x480", "params": p, "ms": ms, "peak_rss_mib": 300.0,
+                                     "extraction_mib": 30.0}
+                    for n, p, ms in (("xfeat", 1544758, 40.4), ("sift", 0, 94.5))})]
+    homography_table, efficiency_table = log.markdown_table(rows).split("\n\n")
+    header, _, row = homography_table.splitlines()
+    assert header == ("| benchmark | feature | matcher | max_keypoints | checkpoint | data | pairs | mma@1 | mma@3 | "
+                      "mma@5 | h_acc@1px | h_acc@3px | h_acc@5px | num_matches | commit |")
+    assert row == ("| homography | xfeat | xfeat_mnn | 4096 | final.pt | oxford_affine | 2 | 0.1 | 0.3 | 0.5 | 0.5 | "
+                   "0.5 | 1.0 | 50.0 | 01234567 |")
+    assert efficiency_table.splitlines()[2:] == [
+        "| efficiency | xfeat | 640x480 | 1544758 | 40.4 | 300.0 | 30.0 | 01234567 |",
+        "| efficiency | sift | 640x480 | 0 | 94.5 | 300.0 | 30.0 | 01234567 |"]
+    chosen = log.markdown_table(rows[:1], ["viewpoint/h_acc@*"]).splitlines()[0]
+    assert chosen.endswith("| viewpoint/h_acc@1px | viewpoint/h_acc@3px | viewpoint/h_acc@5px | commit |")
+    assert log.markdown_table(rows[:1], ["all"]).splitlines()[0].count("|") > 50
+    with pytest.raises(ValueError, match="--columns: mma@11 not in the log; available: all, "):
+        log.markdown_table(rows, ["mma@11"])
 
 
 def test_efficiency_measures_time_and_memory():
@@ -107,15 +141,47 @@ def test_efficiency_measures_time_and_memory():
     assert rows[0]["ms"] > 0 and rows[0]["peak_rss_mib"] > 50 and rows[0]["extraction_mib"] >= 0
 
 
-def test_figures_are_written(tmp_path):
+def test_training_curves_are_written(tmp_path):
     metrics = tmp_path / "metrics.csv"
     metrics.write_text("step,stage,loss/total,loss/descriptor\n1,pretrain,3.0,2.0\n2,pretrain,2.5,1.5\n")
     eval_main(["curves", "--metrics", str(metrics), "--output", str(tmp_path / "curves.png")])
-    from conftest import sample_photo
+    assert cv2.imread(str(tmp_path / "curves.png")).shape[0] > 100
 
-    eval_main(["heatmap", "--image", str(sample_photo()), "--output", str(tmp_path / "heat.png")])
-    for name in ("curves.png", "heat.png"):
-        assert cv2.imread(str(tmp_path / name)).shape[0] > 100
+
+def colour_shares(figure_rgb: np.ndarray, columns: slice):
+    """Shares of the pixels in a band of columns that are clearly red, blue, or yellow-orange; mean green - red."""
+    band = figure_rgb[:, columns].reshape(-1, 3).astype(int)
+    r, g, b = band.T
+    return {"red": np.mean((r > b + 60) & (r > g + 60)), "blue": np.mean((b > r + 60) & (b > g + 60)),
+            "green minus red": np.mean(g - r), "heat": np.mean((r > 200) & (g > 120) & (b < 100))}
+
+
+def test_heatmap_shows_the_photo_in_true_colours_with_heat_and_stability_overlays(tmp_path):
+    """A red photo stays red (no BGR swap); the heat overlay adds yellow-orange the photo lacks; a trained
+    stability head adds the stability panel (every cell weighted 'stable': green)."""
+    texture = efficiency.test_image((320, 240)).mean(2)
+    photo = np.stack([texture, 0.25 * texture, 0.1 * texture], 2).astype(np.uint8)  # RGB, red only
+    cv2.imwrite(str(tmp_path / "red.png"), photo[:, :, ::-1])
+    eval_main(["heatmap", "--image", str(tmp_path / "red.png"), "--output", str(tmp_path / "heat.png")])
+    figure = cv2.imread(str(tmp_path / "heat.png"))[:, :, ::-1]
+    width = figure.shape[1]
+    photo_panel = colour_shares(figure, slice(int(0.05 * width), int(0.4 * width)))
+    assert photo_panel["red"] > 0.3 and photo_panel["blue"] == 0 and photo_panel["heat"] == 0
+    assert colour_shares(figure, slice(int(0.5 * width), int(0.85 * width)))["heat"] > 0.001
+
+    model = FusedXFeat()
+    model.stability_trained.fill_(True)
+    with torch.no_grad():  # every cell 'stable'
+        model.stability_head.layers[-1].weight.zero_()
+        model.stability_head.layers[-1].bias.copy_(torch.tensor([-10.0, -10.0, 10.0]))
+    checkpoint = save_checkpoint(model, tmp_path / "fused.pt")
+    eval_main(["heatmap", "--image", str(tmp_path / "red.png"), "--output", str(tmp_path / "heat3.png"),
+               "--checkpoint", str(checkpoint)])
+    figure = cv2.imread(str(tmp_path / "heat3.png"))[:, :, ::-1]
+    width = figure.shape[1]
+    assert figure.shape[1] > 1.4 * cv2.imread(str(tmp_path / "heat.png")).shape[1]  # a third panel
+    assert colour_shares(figure, slice(int(0.05 * width), int(0.26 * width)))["green minus red"] < -40
+    assert colour_shares(figure, slice(int(0.68 * width), int(0.9 * width)))["green minus red"] > -10
 
 
 def test_oxford_affine_real_data_mma(tmp_path):

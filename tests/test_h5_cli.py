@@ -7,6 +7,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+from conftest import assert_same_h5
 
 from fusion.features import extract, match
 from fusion.features.errors import BatchError
@@ -34,7 +35,7 @@ def test_extract_and_match_write_hlocs_layout(tmp_path, image_folder):
         norms = np.linalg.norm(group["descriptors"][()].astype(np.float32), axis=0)
         assert np.allclose(norms, 1, atol=2e-3)
     pairs = write_pairs(tmp_path / "pairs.txt", [("a.jpg", "sub/c.jpg"), ("sub/c.jpg", "a.jpg"), ("a.jpg", "b.png")])
-    matches = match.main(match.confs["xfeat_mnn"], pairs, features, tmp_path / "m.h5")
+    matches = match.main(match.confs["xfeat_mnn"], pairs, features, matches=tmp_path / "m.h5")
     with h5py.File(matches, "r") as fd:
         assert set(fd["a.jpg"].keys()) == {"sub-c.jpg", "b.png"}  # '/' -> '-', reverse duplicate skipped
         pair = fd["a.jpg/sub-c.jpg"]
@@ -48,24 +49,25 @@ def test_extract_and_match_write_hlocs_layout(tmp_path, image_folder):
 
 def test_extract_resumes_and_overwrite_recomputes(tmp_path, image_folder, monkeypatch):
     path = tmp_path / "f.h5"
-    extract.main(extract.confs["xfeat"], image_folder, feature_path=path, image_list=["a.jpg"])
+    extract.main(extract.confs["xfeat"], image_folder, feature_path=path, image_list=["a.jpg"], workers=0)
     with h5py.File(path, "r") as fd:
         first = fd["a.jpg/keypoints"][()]
     calls = []
-    original = extract.extract_image
-    monkeypatch.setattr(extract, "extract_image", lambda *a, **k: calls.append(a[1]) or original(*a, **k))
-    extract.main(extract.confs["xfeat"], image_folder, feature_path=path)
+    original = extract.prepare_image
+    monkeypatch.setattr(extract, "prepare_image", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    extract.main(extract.confs["xfeat"], image_folder, feature_path=path, workers=0)
     assert sorted(p.name for p in calls) == ["b.png", "c.jpg"]  # a.jpg was already there
     calls.clear()
-    extract.main(extract.confs["xfeat"], image_folder, feature_path=path, overwrite=True)
+    extract.main(extract.confs["xfeat"], image_folder, feature_path=path, overwrite=True, workers=0)
     assert len(calls) == 3
     with h5py.File(path, "r") as fd:
+        assert sorted(fd.keys()) == ["a.jpg", "b.png", "sub"]
         assert np.array_equal(fd["a.jpg/keypoints"][()], first)
 
 
 def test_interrupted_extraction_leaves_a_valid_file_and_resumes(tmp_path, image_folder, monkeypatch):
     path = tmp_path / "f.h5"
-    original = extract.extract_image
+    original = extract.features_of
     count = []
 
     def interrupt_on_third(*args, **kwargs):
@@ -74,24 +76,15 @@ def test_interrupted_extraction_leaves_a_valid_file_and_resumes(tmp_path, image_
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(extract, "extract_image", interrupt_on_third)
+    monkeypatch.setattr(extract, "features_of", interrupt_on_third)
     with pytest.raises(KeyboardInterrupt):
-        extract.main(extract.confs["xfeat"], image_folder, feature_path=path)
+        extract.main(extract.confs["xfeat"], image_folder, feature_path=path, workers=0)
     with h5py.File(path, "r") as fd:  # readable, holding the two finished images
         assert sorted(fd.keys()) == ["a.jpg", "b.png"]
-    assert not path.with_name("f.h5.partial").exists()
-    monkeypatch.setattr(extract, "extract_image", original)
-    extract.main(extract.confs["xfeat"], image_folder, feature_path=path)
-    with h5py.File(path, "r") as fd:
-        assert "sub/c.jpg" in fd and "a.jpg" in fd
-
-
-def test_partial_file_of_a_killed_run_is_recovered(tmp_path, image_folder):
-    path = tmp_path / "f.h5"
-    extract.main(extract.confs["xfeat"], image_folder, feature_path=path, image_list=["a.jpg"])
-    path.rename(tmp_path / "f.h5.partial")  # as a kill -9 after the first image leaves it
-    writer_done = extract.ResumableH5Writer(path, extract.FEATURE_DATASETS).done
-    assert writer_done == {"a.jpg"}
+    monkeypatch.setattr(extract, "features_of", original)
+    extract.main(extract.confs["xfeat"], image_folder, feature_path=path, workers=0)
+    reference = extract.main(extract.confs["xfeat"], image_folder, feature_path=tmp_path / "ref.h5", workers=0)
+    assert_same_h5(path, reference)
 
 
 def test_bad_inputs_fail_clearly_and_the_batch_continues(tmp_path, photo_rgb):
@@ -104,13 +97,17 @@ def test_bad_inputs_fail_clearly_and_the_batch_continues(tmp_path, photo_rgb):
     cv2.imwrite(str(root / "tiny.png"), photo_rgb[:20, :24, ::-1])
     cv2.imwrite(str(root / "huge.jpg"), cv2.resize(photo_rgb, (4000, 4688))[:, :, ::-1])
     (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    (root / "list.txt").write_text("gray.png\nrgba.png\ndeep.png\ntiny.png\nhuge.jpg\ncorrupt.jpg\nmissing.jpg\n")
+    whole = cv2.imencode(".jpg", photo_rgb[:, :, ::-1])[1].tobytes()
+    (root / "truncated.jpg").write_bytes(whole[: len(whole) * 2 // 3])  # decoders fill the rest with grey
+    (root / "list.txt").write_text("gray.png\nrgba.png\ndeep.png\ntiny.png\nhuge.jpg\ncorrupt.jpg\nmissing.jpg\n"
+                                   "truncated.jpg\n")
     path = tmp_path / "f.h5"
     with pytest.raises(BatchError) as error:
         extract.main(extract.confs["fused_xfeat"], root, feature_path=path, image_list=root / "list.txt")
     message = str(error.value)
-    assert message.startswith("2 of 7 images failed")
+    assert message.startswith("3 of 8 images failed")
     assert "corrupt.jpg: cannot decode image" in message and "missing.jpg: no such image file" in message
+    assert "truncated.jpg: truncated JPEG" in message
     with h5py.File(path, "r") as fd:
         assert sorted(fd.keys()) == ["deep.png", "gray.png", "huge.jpg", "rgba.png", "tiny.png"]
         assert fd["huge.jpg/image_size"][()].tolist() == [4000, 4688]

@@ -3,7 +3,7 @@
     python -m fusion.eval homography --data ../shared/data/oxford_affine --feature fused_xfeat [--matcher xfeat_mnn]
     python -m fusion.eval relpose --pairs FILE(.txt|.npz|dir) --images DIR --feature xfeat [--matcher lighterglue]
     python -m fusion.eval efficiency [--features fused_xfeat xfeat xfeat_star sift]
-    python -m fusion.eval table [--log outputs/eval_log.csv]
+    python -m fusion.eval table [--log outputs/eval_log.csv] [--benchmark homography] [--columns 'viewpoint/*' ...]
     python -m fusion.eval heatmap --image PATH --output PNG [--checkpoint fused.pt]
     python -m fusion.eval curves --metrics outputs/<run>/metrics.csv --output PNG
 
@@ -14,11 +14,12 @@ it to the CSV log; ``table`` renders the log as markdown.
 import argparse
 from pathlib import Path
 
-import cv2
+import numpy as np
 import torch
 
 from ..features import match
 from ..features.errors import run_cli
+from ..features.io import read_image
 from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
 from . import efficiency, figures, homography, log, relpose
 from .adapters import numpy_extractor, numpy_matcher
@@ -27,22 +28,25 @@ DEFAULT_LOG = Path("outputs/eval_log.csv")
 
 
 def heatmap_figure(image_path: Path, output: Path, checkpoint=None, max_keypoints: int = 2048):
-    image = cv2.imread(str(image_path))
-    if image is None:
-        raise FileNotFoundError(f"{image_path}: image missing or unreadable")
-    image = image[:, :, ::-1].copy()
+    """Keypoints, keypoint heat and (with a fused checkpoint whose stability head is trained) stability."""
+    image = np.round(read_image(image_path) * 255).astype(np.uint8)  # RGB
     extractor = numpy_extractor("fused_xfeat", max_keypoints, checkpoint)
     model = extractor.model
     features = extractor(image)
     tensor, _ = resize_to_multiple_of_32(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
     with torch.inference_mode():
         maps = model.maps(tensor)
-        heat = keypoint_heatmap(maps["keypoint_logits"])[0, 0]
-        reliability = torch.nn.functional.interpolate(maps["reliability"], heat.shape, mode="bilinear")[0, 0]
+        cell_heat = torch.nn.functional.max_pool2d(keypoint_heatmap(maps["keypoint_logits"]), 8)
+        cell_scores = (cell_heat * maps["reliability"])[0, 0].numpy()
         weight = model.fused.score_weight(maps) if model.fused is not None else None
     stability = weight[0, 0].numpy() if weight is not None else None
-    return figures.plot_keypoints_heatmap(image, features["keypoints"], (heat * reliability).numpy(), output,
-                                      stability)
+    note = ""
+    if model.fused is None:
+        note = "no fused checkpoint (--checkpoint): XFeat's official weights, no stability map"
+    elif stability is None:
+        note = f"{checkpoint}: its stability head is untrained, so no stability map"
+    return figures.plot_keypoints_heatmap(image, features["keypoints"], cell_scores, output, stability,
+                                          note=note)
 
 
 def main(argv=None):
@@ -63,7 +67,9 @@ def main(argv=None):
     sub.choices["efficiency"].add_argument("--runs", type=int, default=10)
     table = sub.add_parser("table")
     table.add_argument("--log", type=Path, default=DEFAULT_LOG)
-    table.add_argument("--columns", nargs="*")
+    table.add_argument("--benchmark", help="only this benchmark's runs (homography, relpose, efficiency)")
+    table.add_argument("--columns", nargs="+", metavar="COLUMN",
+                       help="result or config columns instead of the defaults: names, patterns ('viewpoint/*'), or all")
     heat = sub.add_parser("heatmap")
     heat.add_argument("--image", type=Path, required=True)
     heat.add_argument("--output", type=Path, required=True)
@@ -74,7 +80,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.command == "table":
-        print(log.markdown_table(log.read_log(args.log), args.columns))
+        rows = [r for r in log.read_log(args.log) if args.benchmark in (None, r["benchmark"])]
+        if not rows:
+            raise ValueError(f"{args.log}: no {args.benchmark} runs logged")
+        print(log.markdown_table(rows, args.columns))
     elif args.command == "heatmap":
         print(heatmap_figure(args.image, args.output, args.checkpoint))
     elif args.command == "curves":

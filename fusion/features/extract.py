@@ -7,16 +7,18 @@ import argparse
 import copy
 import logging
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import EXTRACTORS, build_model
+from . import EXTRACTORS, build_model, model_class
 from .errors import finish_batch, run_cli
-from .h5 import ResumableH5Writer
-from .io import list_images, read_image, read_image_list, resize_image
+from .h5 import H5Writer
+from .io import ImageError, list_images, read_image, read_image_list, resize_image
+from .provenance import WEIGHT_PATH_KEYS, existing, make_recipe
+from .runtime import in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
@@ -68,11 +70,11 @@ def prepare_image(path: Path, preprocessing: dict):
     return tensor[None], original_size
 
 
-def extract_image(model, path: Path, preprocessing: dict, as_half: bool = True):
-    """Features of one image in hloc's layout (keypoints in original pixels, descriptors (D, N)),
+def features_of(model, tensor: torch.Tensor, original_size: np.ndarray, as_half: bool = True):
+    """Features of one prepared image in hloc's layout (keypoints in original pixels, descriptors (D, N)),
     and their h5 attributes (hloc's keypoint ``uncertainty``: the resize factor)."""
-    tensor, original_size = prepare_image(path, preprocessing)
-    pred = {k: v[0].cpu().numpy() for k, v in model({"image": tensor}).items()}
+    device = next(model.parameters(), torch.empty(0)).device
+    pred = {k: v[0].cpu().numpy() for k, v in model({"image": tensor.to(device)}).items()}
     scale = (original_size / np.array(tensor.shape[-2:][::-1])).astype(np.float32)
     pred["keypoints"] = ((pred["keypoints"] + 0.5) * scale - 0.5).astype(np.float32)
     if "scales" in pred:
@@ -85,6 +87,56 @@ def extract_image(model, path: Path, preprocessing: dict, as_half: bool = True):
     return pred, {"keypoints": {"uncertainty": float(scale.mean())}}
 
 
+def extract_image(model, path: Path, preprocessing: dict, as_half: bool = True):
+    """``features_of`` an image file."""
+    return features_of(model, *prepare_image(path, preprocessing), as_half)
+
+
+class PreparedImages(torch.utils.data.Dataset):
+    """Images read and resized by DataLoader workers while the network runs; a bad image yields its error."""
+
+    def __init__(self, image_dir: Path, names: List[str], preprocessing: dict):
+        self.image_dir, self.names, self.preprocessing = image_dir, names, preprocessing
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict:
+        name = self.names[index]
+        try:
+            tensor, original_size = prepare_image(self.image_dir / name, self.preprocessing)
+        except Exception as error:  # reported with the batch's failures, the others go on
+            return {"name": name, "error": str(error)}
+        return {"name": name, "image": tensor, "original_size": original_size}
+
+
+def output_spec(conf: dict) -> dict:
+    """Descriptor dimension and sparse / semi-dense of the features a conf makes (matchers check them)."""
+    return model_class(conf["model"], EXTRACTORS).output_spec(conf["model"])
+
+
+def as_is(item: dict) -> dict:
+    """DataLoader's collate step, leaving numpy arrays alone."""
+    return item
+
+
+def recipe_of(conf: dict, as_half: bool = True) -> dict:
+    """What makes a features file: the model and preprocessing confs, the weights, the storage precision."""
+    cls = model_class(conf["model"], EXTRACTORS)
+    model_conf = {k: v for k, v in {**cls.default_conf, **conf["model"]}.items() if k not in WEIGHT_PATH_KEYS}
+    settings = {"model": model_conf, "preprocessing": conf["preprocessing"], "as_half": as_half,
+                "output_spec": output_spec(conf)}
+    return make_recipe("features", settings, weights=existing(cls.weight_files(conf["model"])))
+
+
+def names_to_extract(image_dir: Path, image_list) -> List[str]:
+    if image_list is None:
+        return list_images(image_dir)
+    if isinstance(image_list, (str, Path)):
+        return read_image_list(Path(image_list))
+    return [Path(n).as_posix() for n in image_list]
+
+
 @torch.no_grad()
 def main(
     conf: dict,
@@ -95,33 +147,40 @@ def main(
     feature_path: Optional[Path] = None,
     overwrite: bool = False,
     raise_on_failure: bool = True,
+    device: str = "auto",
+    shard: Optional[Tuple[int, int]] = None,
+    workers: int = 1,
 ) -> Path:
-    """Extract features of the images in ``image_dir`` (or ``image_list``) into an h5 file; resumes."""
+    """Extract features of the images in ``image_dir`` (or ``image_list``) into an h5 file; resumes.
+
+    ``shard=(i, n)`` takes the i-th of n deterministic parts of the images (``fusion.merge`` joins
+    the parts); ``workers`` DataLoader processes read and resize images while the network runs.
+    """
     image_dir = Path(image_dir)
     if feature_path is None:
         if export_dir is None:
             raise ValueError("give feature_path or export_dir")
         feature_path = Path(export_dir, conf["output"] + ".h5")
-    if image_list is None:
-        names = list_images(image_dir)
-    elif isinstance(image_list, (str, Path)):
-        names = read_image_list(Path(image_list))
-    else:
-        names = [Path(n).as_posix() for n in image_list]
-    writer = ResumableH5Writer(feature_path, FEATURE_DATASETS, overwrite)
+    names = in_shard(names_to_extract(image_dir, image_list), shard)
+    writer = H5Writer(feature_path, FEATURE_DATASETS, recipe_of(conf, as_half), overwrite)
     todo = [n for n in names if n not in writer.done]
     logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
     failures = []
-    if todo:
-        model = build_model(conf["model"], EXTRACTORS)
-        with writer:
-            for name in tqdm(todo, desc="extract", unit="img"):
-                try:
-                    pred, attrs = extract_image(model, image_dir / name, conf["preprocessing"], as_half)
-                except Exception as error:  # a bad image must not stop the batch
-                    failures.append(f"{name}: {error}")
-                    continue
-                writer.write(name, pred, attrs)
+    with writer:  # also when nothing is left to do: a shard without images still gets its (empty) file
+        if not todo:
+            return feature_path
+        model = build_model(conf["model"], EXTRACTORS).to(resolve_device(device))
+        loader = torch.utils.data.DataLoader(PreparedImages(image_dir, todo, conf["preprocessing"]), batch_size=None,
+                                             num_workers=workers, collate_fn=as_is)
+        for item in tqdm(loader, desc="extract", unit="img", total=len(todo)):
+            try:
+                if "error" in item:
+                    raise ImageError(item["error"])
+                pred, attrs = features_of(model, item["image"], item["original_size"], as_half)
+            except Exception as error:  # a bad image must not stop the batch
+                failures.append(f"{item['name']}: {error}")
+                continue
+            writer.write(item["name"], pred, attrs)
     finish_batch("images", failures, len(todo), raise_on_failure)
     return feature_path
 
@@ -136,7 +195,10 @@ def parse_args(argv=None):
     parser.add_argument("--max-keypoints", type=int)
     parser.add_argument("--resize-max", type=int)
     parser.add_argument("--full-precision", action="store_true", help="store descriptors as float32")
-    parser.add_argument("--overwrite", action="store_true", help="recompute images already in --output")
+    parser.add_argument("--overwrite", action="store_true", help="start --output afresh")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    parser.add_argument("--shard", type=parse_shard, help="I/N: extract only the I-th of N parts (1 <= I <= N)")
+    parser.add_argument("--workers", type=int, default=1, help="image-reading processes beside the network (0: none)")
     return parser.parse_args(argv)
 
 
@@ -154,7 +216,7 @@ def conf_from_args(args) -> dict:
 def cli(argv=None):
     args = parse_args(argv)
     main(conf_from_args(args), args.images, as_half=not args.full_precision, image_list=args.image_list,
-         feature_path=args.output, overwrite=args.overwrite)
+         feature_path=args.output, overwrite=args.overwrite, device=args.device, shard=args.shard, workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -6,19 +6,15 @@ keypoints (1, N, 2) in the input's pixels, scores (1, N) and descriptors (1, D, 
 
 import functools
 import logging
-from typing import Dict
+from pathlib import Path
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .fused import load_checkpoint
-from .xfeat import (
-    detect_dense,
-    detect_sparse,
-    load_xfeat_backbone,
-    resize_to_multiple_of_32,
-)
+from .xfeat import detect_dense, detect_sparse, load_xfeat_backbone, official_weights, resize_to_multiple_of_32
 
 logger = logging.getLogger("fusion")
 MODES = ("sparse", "semidense")
@@ -44,6 +40,15 @@ class FusionExtractor(nn.Module):
         "scales": (0.6, 1.3),  # XFeat* image scales ...
         "scale_shares": (0.2, 0.8),  # ... and the share of max_keypoints each contributes
     }
+
+    @classmethod
+    def weight_files(cls, conf: dict) -> List[Path]:
+        checkpoint = {**cls.default_conf, **conf}["checkpoint"]
+        return [Path(checkpoint)] if checkpoint else [official_weights()]
+
+    @classmethod
+    def output_spec(cls, conf: dict) -> dict:
+        return {"descriptor_dim": 64, "semidense": {**cls.default_conf, **conf}["mode"] == "semidense"}
 
     def __init__(self, conf: dict = None):
         super().__init__()

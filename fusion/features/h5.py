@@ -1,23 +1,25 @@
-"""hloc-layout h5 files: crash-safe, resumable writing, and readers of features and matches.
+"""hloc-layout h5 files: crash-safe, resumable, fingerprinted writing, and readers of features and matches.
 
-New groups go to ``<output>.partial``, flushed after each one. When the writer closes, normally
-or through an exception, they are merged into the output through a temporary copy that replaces
-it atomically, so the output is never left half-written. A ``.partial`` left by a killed run is
-recovered on the next start: its complete groups count as done.
+``H5Writer`` writes each group (an image's features, a pair's matches) in place as one atomic
+transaction (``fusion.features.journal``): a process killed at any moment leaves the file as it was
+after the last complete group, and the next run goes on from there. The file records the recipe of
+its content (``fusion.features.provenance``); writing into a file made with another recipe is
+refused, so results of two configurations never mix.
 """
 
 import functools
+import json
 import logging
-import os
-import shutil
 from pathlib import Path
-from typing import Dict, Iterable, Set, Tuple
+from typing import Dict, Iterable, Optional, Set, Tuple
 
 import h5py
 import numpy as np
 import torch
 
 from .io import names_to_pair
+from .journal import JournaledFile, roll_back
+from .provenance import RECIPE_ATTR, check_reusable, fingerprint
 
 logger = logging.getLogger("fusion")
 
@@ -36,79 +38,112 @@ def complete_keys(fd: h5py.File, required: Iterable[str]) -> Set[str]:
     return {group for group, datasets in found.items() if required <= datasets}
 
 
-def read_complete_keys(path: Path, required: Iterable[str]) -> Set[str]:
+def open_h5(path: Path, what: str, required: Iterable[str]) -> h5py.File:
+    """An h5 input opened for reading, or one clear error: missing, not HDF5, or another kind of file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    roll_back(path)  # a write interrupted by a kill
     try:
-        with h5py.File(path, "r") as fd:
-            return complete_keys(fd, required)
+        fd = h5py.File(path, "r")
     except OSError as error:
-        raise ValueError(
-            f"{path}: not a readable HDF5 file ({error}); move it away or pass --overwrite"
-        ) from error
+        raise ValueError(f"{path}: not an HDF5 file ({error}); give a {what} file written by fusion or hloc") from error
+    leaf = _first_leaf_group(fd)
+    found = sorted(leaf.keys()) if leaf is not None else []
+    if leaf is not None and not set(required) <= set(found):
+        fd.close()
+        raise ValueError(f"{path}: not a {what} file (its groups hold {found}, not {sorted(required)})")
+    return fd
 
 
-class ResumableH5Writer:
-    """Writes groups of datasets into ``path`` crash-safely; ``done`` lists what needs no recompute."""
+def _first_leaf_group(fd: h5py.Group) -> Optional[h5py.Group]:
+    for item in fd.values():
+        if isinstance(item, h5py.Group):
+            if any(isinstance(v, h5py.Dataset) for v in item.values()):
+                return item
+            found = _first_leaf_group(item)
+            if found is not None:
+                return found
+    return None
 
-    def __init__(self, path: Path, required: Iterable[str], overwrite: bool = False):
+
+class H5Writer:
+    """Writes groups of datasets into ``path``, one atomic transaction each; ``done`` needs no recompute.
+
+    ``recipe`` (``provenance.make_recipe``) is stored in the file; an existing file made with
+    another recipe raises ``StaleOutputError`` unless ``overwrite``, which starts the file afresh.
+    """
+
+    def __init__(self, path: Path, required: Iterable[str], recipe: dict, overwrite: bool = False,
+                 hint: str = "--overwrite"):
         self.path = Path(path)
         self.required = tuple(required)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.recipe = recipe
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite and self.partial.exists():
-            self.partial.unlink()
+        if roll_back(self.path):
+            logger.info(f"{self.path}: rolled back the write of an interrupted run")
+        if overwrite and self.path.exists():
+            self.path.unlink()
         self.done: Set[str] = set()
-        if not overwrite and self.path.exists():
-            self.done |= read_complete_keys(self.path, self.required)
-        if self.partial.exists():
-            try:
-                recovered = read_complete_keys(self.partial, self.required)
-                logger.info(f"{self.partial}: recovered {len(recovered)} entries of an interrupted run")
-                self.done |= recovered
-            except ValueError:
-                logger.warning(f"{self.partial}: unreadable leftover of an interrupted run, discarded")
-                self.partial.unlink()
+        if check_reusable(self.path, recipe, hint):
+            with h5py.File(self.path, "r") as fd:
+                self.done = complete_keys(fd, self.required)
+        self.journaled = None
         self.fd = None
         self.written = 0
+        self.in_transaction = False
 
-    def write(self, key: str, datasets: Dict[str, np.ndarray], attrs: Dict[str, Dict] = None):
+    def open(self) -> h5py.File:
         if self.fd is None:
-            self.fd = h5py.File(self.partial, "a")
-        if key in self.fd:
-            del self.fd[key]
-        try:
-            group = self.fd.create_group(key)
-            for name, value in datasets.items():
-                group.create_dataset(name, data=value)
-            for name, values in (attrs or {}).items():
-                group[name].attrs.update(values)
-        except BaseException:
-            if key in self.fd:
-                del self.fd[key]
-            raise
+            self.journaled = JournaledFile(self.path)
+            new = self.journaled.committed_size == 0
+            self.fd = h5py.File(self.journaled, "w" if new else "r+")
+            if new:
+                self.fd.attrs[RECIPE_ATTR] = json.dumps(self.recipe, sort_keys=True)
+                self.fd.attrs["fusion_fingerprint"] = fingerprint(self.recipe)
+                self.commit()
+        return self.fd
+
+    def commit(self) -> None:
         self.fd.flush()
+        self.journaled.commit()
+
+    def write(self, key: str, datasets: Dict[str, np.ndarray], attrs: Dict[str, Dict] = None) -> None:
+        """Write (or replace) group ``key`` atomically."""
+        fd = self.open()
+        self.in_transaction = True
+        if key in fd:
+            del fd[key]
+        group = fd.create_group(key)
+        for name, value in datasets.items():
+            group.create_dataset(name, data=value)
+        for name, values in (attrs or {}).items():
+            group[name].attrs.update(values)
+        self.commit()
+        self.in_transaction = False
         self.done.add(key)
         self.written += 1
 
-    def close(self):
-        """Merge what was written into the output (atomic replace)."""
+    def write_file_attrs(self, attrs: Dict[str, np.ndarray]) -> None:
+        """Set attributes of the file's root atomically."""
+        fd = self.open()
+        self.in_transaction = True
+        fd.attrs.update(attrs)
+        self.commit()
+        self.in_transaction = False
+
+    def close(self) -> None:
+        """Close the file (created with its recipe if nothing was written); an interrupted write is rolled back."""
+        if self.fd is None and not self.path.exists():
+            self.open()
         if self.fd is not None:
             self.fd.close()
-            self.fd = None
-        if not self.partial.exists():
-            return
-        if not self.path.exists():
-            os.replace(self.partial, self.path)
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        shutil.copyfile(self.path, tmp)
-        with h5py.File(tmp, "a") as dst, h5py.File(self.partial, "r") as src:
-            for key in complete_keys(src, self.required):
-                if key in dst:
-                    del dst[key]
-                parent, _, leaf = key.rpartition("/")
-                src.copy(src[key], dst.require_group(parent) if parent else dst, name=leaf)
-        os.replace(tmp, self.path)
-        self.partial.unlink()
+            if not self.in_transaction:
+                self.journaled.commit()
+            self.journaled.close()
+            if self.in_transaction:
+                roll_back(self.path)
+            self.fd = self.journaled = None
 
     def __enter__(self):
         return self
@@ -122,9 +157,7 @@ class FeatureReader:
 
     def __init__(self, path: Path, cache_size: int = 256):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: features file not found")
-        self.fd = h5py.File(self.path, "r")
+        self.fd = open_h5(self.path, "features", ("keypoints", "descriptors"))
         self.read = functools.lru_cache(maxsize=cache_size)(self._read)
 
     def _read(self, name: str) -> Dict[str, torch.Tensor]:
@@ -133,10 +166,20 @@ class FeatureReader:
         group = self.fd[name]
         return {k: torch.from_numpy(group[k][()]).float() for k in ("keypoints", "descriptors", "image_size")}
 
+    def names(self) -> Set[str]:
+        """Names of the images with features in the file."""
+        return complete_keys(self.fd, ("keypoints", "descriptors"))
+
     def keypoints(self, name: str) -> np.ndarray:
         if name not in self.fd:
             raise KeyError(f"{name}: no features in {self.path}")
         return self.fd[name]["keypoints"][()].astype(np.float64)
+
+    def uncertainty(self, name: str) -> float:
+        """hloc's keypoint ``uncertainty`` attribute (the extraction's resize factor), 1 when absent."""
+        if name not in self.fd:
+            raise KeyError(f"{name}: no features in {self.path}")
+        return float(self.fd[name]["keypoints"].attrs.get("uncertainty", 1.0))
 
     def close(self):
         self.fd.close()
@@ -147,9 +190,7 @@ class MatchReader:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: matches file not found")
-        self.fd = h5py.File(self.path, "r")
+        self.fd = open_h5(self.path, "matches", ("matches0",))
 
     def matches(self, name0: str, name1: str) -> Tuple[np.ndarray, np.ndarray]:
         """(K, 2) indices into the keypoints of name0 and name1, and their scores."""

@@ -16,12 +16,15 @@ class ImageError(ValueError):
 def read_image(path: Path, grayscale: bool = False) -> np.ndarray:
     """Float32 image in [0, 1]: (H, W) if ``grayscale`` else RGB (H, W, 3).
 
-    Accepts 8- and 16-bit files, grayscale, RGB and RGBA (alpha dropped).
+    Accepts 8- and 16-bit files, grayscale, RGB and RGBA (alpha dropped). A truncated JPEG or PNG
+    is an error: decoders fill the missing part with grey and only warn.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    data = np.fromfile(path, np.uint8)
+    check_complete(path, data)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None or image.size == 0:
         raise ImageError(f"{path}: cannot decode image (corrupt or unsupported format)")
     if image.dtype == np.uint8:
@@ -43,6 +46,36 @@ def read_image(path: Path, grayscale: bool = False) -> np.ndarray:
     elif not grayscale:
         image = np.repeat(image[:, :, None], 3, axis=2)
     return np.ascontiguousarray(image)
+
+
+def jpeg_scan_start(data: bytes) -> int:
+    """Offset of the first entropy-coded scan of a JPEG (after its first SOS segment), or -1."""
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        length = (data[position + 2] << 8) | data[position + 3]
+        if marker == 0xDA:
+            return position + 2 + length
+        position += 2 + length
+    return -1
+
+
+def check_complete(path: Path, data: np.ndarray) -> None:
+    """Raise when a JPEG or PNG file ends before its end marker (a truncated download or copy).
+
+    Decoders only warn and fill the missing rows with grey. Data after the end marker (motion
+    photos append a video) is fine; an end marker inside an embedded thumbnail does not count.
+    """
+    raw = data.tobytes()
+    if raw.startswith(b"\xff\xd8"):
+        scan = jpeg_scan_start(raw)
+        if scan >= 0 and raw.find(b"\xff\xd9", scan) < 0:
+            raise ImageError(f"{path}: truncated JPEG (no end-of-image marker); the file is incomplete, copy it again")
+    elif raw.startswith(b"\x89PNG") and raw.rfind(b"IEND") < 0:
+        raise ImageError(f"{path}: truncated PNG (no IEND chunk); the file is incomplete, copy it again")
 
 
 def resize_image(image: np.ndarray, resize_max: int = None, resize_force: bool = False) -> np.ndarray:
@@ -97,6 +130,9 @@ def read_pairs(path: Path) -> List[Tuple[str, str]]:
         if not line.strip() or line.startswith("#"):
             continue
         words = line.split()
+        if len(words) > 2:
+            raise ValueError(f"{path}:{number}: {len(words)} words in {line!r}: image names with spaces are not "
+                             "supported (hloc's pairs format splits on whitespace); rename those images")
         if len(words) != 2:
             raise ValueError(f"{path}:{number}: expected 'name0 name1', got {line!r}")
         pairs.append((words[0], words[1]))
@@ -107,6 +143,10 @@ def read_pairs(path: Path) -> List[Tuple[str, str]]:
 
 def write_pairs(pairs: List[Tuple[str, str]], path: Path) -> Path:
     path = Path(path)
+    spaced = [name for pair in pairs for name in pair if any(c.isspace() for c in name)]
+    if spaced:
+        raise ValueError(f"{path}: image names with spaces are not supported (hloc's pairs format splits on "
+                         f"whitespace): {spaced[0]!r}; rename those images")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{a} {b}\n" for a, b in pairs))
     return path

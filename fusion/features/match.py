@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import MATCHERS, build_model
+from . import MATCHERS, build_model, model_class
 from .errors import finish_batch, run_cli
-from .h5 import FeatureReader, ResumableH5Writer
+from .h5 import FeatureReader, H5Writer
 from .io import names_to_pair, read_pairs
+from .provenance import WEIGHT_PATH_KEYS, existing, input_fingerprint, make_recipe, read_recipe
+from .runtime import in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
@@ -46,10 +48,48 @@ def unique_new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str,
     return todo
 
 
-def pair_input(feats0: Dict[str, torch.Tensor], feats1: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    data = {f"{k}0": v[None] for k, v in feats0.items()}
-    data.update({f"{k}1": v[None] for k, v in feats1.items()})
+def pair_input(feats0: Dict[str, torch.Tensor], feats1: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
+    data = {f"{k}0": v[None].to(device) for k, v in feats0.items()}
+    data.update({f"{k}1": v[None].to(device) for k, v in feats1.items()})
     return data
+
+
+def features_spec(path: Path) -> dict:
+    """Descriptor dimension and sparse / semi-dense of a features file (its recipe, else its first image)."""
+    recipe = read_recipe(path)
+    if recipe is not None and "output_spec" in recipe["conf"]:
+        return recipe["conf"]["output_spec"]
+    reader = FeatureReader(path)
+    try:
+        first = next(iter(reader.names()), None)
+        return {"descriptor_dim": reader.fd[first]["descriptors"].shape[0]} if first else {}
+    finally:
+        reader.close()
+
+
+def check_compatible(conf: dict, specs: Dict[str, dict]) -> None:
+    """Fail before any work when the matcher cannot use these features (``specs``: file -> spec)."""
+    required = model_class(conf["model"], MATCHERS).required_spec
+    dims = {path: spec.get("descriptor_dim") for path, spec in specs.items()}
+    if len(set(dims.values())) > 1:
+        raise ValueError(f"descriptors of different dimensions cannot be matched: {dims}")
+    describe = {"descriptor_dim": lambda v: f"{v}-dimensional descriptors",
+                "semidense": lambda v: "semi-dense (XFeat*) features" if v else "sparse keypoints"}
+    for path, spec in specs.items():
+        for key, value in required.items():
+            if key in spec and spec[key] != value:
+                raise ValueError(f"matcher {conf['model']['name']} needs {describe[key](value)}, but {path} has "
+                                 f"{describe[key](spec[key])}; choose a matcher that fits (e.g. xfeat_mnn)")
+
+
+def recipe_of(conf: dict, features: Path, features_ref: Optional[Path]) -> dict:
+    """What makes a matches file: the matcher conf and weights, and the features files it indexes."""
+    cls = model_class(conf["model"], MATCHERS)
+    model_conf = {k: v for k, v in {**cls.default_conf, **conf["model"]}.items() if k not in WEIGHT_PATH_KEYS}
+    inputs = {"features": input_fingerprint(features)}
+    if features_ref is not None and Path(features_ref) != Path(features):
+        inputs["features_ref"] = input_fingerprint(features_ref)
+    return make_recipe("matches", {"model": model_conf}, existing(cls.weight_files(conf["model"])), inputs)
 
 
 @torch.no_grad()
@@ -57,38 +97,46 @@ def main(
     conf: dict,
     pairs: Path,
     features: Path,
-    matches: Optional[Path] = None,
     export_dir: Optional[Path] = None,
+    matches: Optional[Path] = None,
     features_ref: Optional[Path] = None,
     overwrite: bool = False,
     raise_on_failure: bool = True,
+    device: str = "auto",
+    shard: Optional[Tuple[int, int]] = None,
 ) -> Path:
-    """Match the pairs listed in ``pairs``; features of the second image come from ``features_ref``."""
+    """Match the pairs listed in ``pairs`` (hloc's argument order); features of the second image of
+    each pair come from ``features_ref`` when given. ``shard=(i, n)``: the i-th of n parts of the pairs."""
+    features = Path(features)
     if matches is None:
         if export_dir is None:
             raise ValueError("give matches or export_dir")
-        matches = Path(export_dir, f"{Path(features).stem}_{conf['output']}_{Path(pairs).stem}.h5")
-    pair_list = read_pairs(pairs)
-    writer = ResumableH5Writer(matches, MATCH_DATASETS, overwrite)
+        matches = Path(export_dir, f"{features.stem}_{conf['output']}_{Path(pairs).stem}.h5")
+    specs = {str(path): features_spec(path) for path in {features, Path(features_ref or features)}}
+    check_compatible(conf, specs)
+    pair_list = in_shard(read_pairs(pairs), shard, key=lambda pair: names_to_pair(*sorted(pair)))
+    writer = H5Writer(matches, MATCH_DATASETS, recipe_of(conf, features, features_ref), overwrite)
     todo = unique_new_pairs(pair_list, writer.done)
     logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
     failures = []
-    if todo:
-        model = build_model(conf["model"], MATCHERS)
+    with writer:  # also when nothing is left to do: a shard without pairs still gets its (empty) file
+        if not todo:
+            return matches
+        device = resolve_device(device)
+        model = build_model(conf["model"], MATCHERS).to(device)
         reader_q = FeatureReader(features)
         reader_r = FeatureReader(features_ref) if features_ref else reader_q
         try:
-            with writer:
-                for a, b in tqdm(todo, desc="match", unit="pair"):
-                    try:
-                        pred = model(pair_input(reader_q.read(a), reader_r.read(b)))
-                    except Exception as error:  # a bad pair must not stop the batch
-                        failures.append(f"{a} {b}: {error}")
-                        continue
-                    writer.write(names_to_pair(a, b), {
-                        "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
-                        "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
-                    })
+            for a, b in tqdm(todo, desc="match", unit="pair"):
+                try:
+                    pred = model(pair_input(reader_q.read(a), reader_r.read(b), device))
+                except Exception as error:  # a bad pair must not stop the batch
+                    failures.append(f"{a} {b}: {error}")
+                    continue
+                writer.write(names_to_pair(a, b), {
+                    "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
+                    "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
+                })
         finally:
             reader_q.close()
             if reader_r is not reader_q:
@@ -104,10 +152,12 @@ def cli(argv=None):
     parser.add_argument("--features", type=Path, required=True)
     parser.add_argument("--features-ref", type=Path, help="features of the second image of each pair")
     parser.add_argument("--output", type=Path, required=True, help="matches .h5 to write")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="start --output afresh")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    parser.add_argument("--shard", type=parse_shard, help="I/N: match only the I-th of N parts of the pairs")
     args = parser.parse_args(argv)
-    main(confs[args.conf], args.pairs, args.features, args.output, features_ref=args.features_ref,
-         overwrite=args.overwrite)
+    main(confs[args.conf], args.pairs, args.features, matches=args.output, features_ref=args.features_ref,
+         overwrite=args.overwrite, device=args.device, shard=args.shard)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Inputs: keypoints{0,1} (B, N, 2), descriptors{0,1} (B, D, N), image_size{0,1} (B
 Outputs: matches0 (B, N) with -1 for unmatched, matching_scores0 (B, N).
 """
 
-from typing import Dict
+from pathlib import Path
+from typing import Dict, List
 
 import torch
 from kornia.feature.lightglue import LightGlue
@@ -36,6 +37,11 @@ def mutual_nearest_neighbours(desc0: torch.Tensor, desc1: torch.Tensor, min_simi
 
 class MutualNearestNeighbor(nn.Module):
     default_conf = {"name": "fusion_mnn", "min_similarity": None}
+    required_spec = {}  # any descriptors, the same dimension on both sides
+
+    @classmethod
+    def weight_files(cls, conf: dict) -> List[Path]:
+        return []
 
     def __init__(self, conf: dict = None):
         super().__init__()
@@ -64,6 +70,13 @@ class LighterGlue(nn.Module):
         "weights": None,  # None: the official xfeat-lighterglue.pt
     }
     architecture = {"input_dim": 64, "descriptor_dim": 96, "n_layers": 6, "num_heads": 1}
+    # Trained on XFeat's sparse keypoints and 64-d descriptors.
+    required_spec = {"descriptor_dim": 64, "semidense": False}
+
+    @classmethod
+    def weight_files(cls, conf: dict) -> List[Path]:
+        weights = {**cls.default_conf, **conf}["weights"]
+        return [Path(weights) if weights else official_weights("xfeat-lighterglue.pt")]
 
     def __init__(self, conf: dict = None):
         super().__init__()

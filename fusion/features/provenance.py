@@ -1,12 +1,41 @@
-"""What made an output: config hashes and the source commit."""
+"""What made an output: recipes, fingerprints, checksums, the source commit.
 
+Every file fusion writes records its *recipe*: the kind of output, the full configuration, the
+checksums of the weights it used and the fingerprints of the files it was computed from. The
+*fingerprint* is a hash of the recipe, so two outputs made the same way share it whatever their
+paths, and an output made from other settings or inputs never does. h5 files hold the recipe as
+root attributes; folders (COLMAP models) in ``fusion_recipe.json``; text files (pairs, results),
+whose formats allow no header, in a ``<name>.recipe.json`` beside them. The fusion version and the
+source commit are recorded but not part of the fingerprint.
+"""
+
+import contextlib
+import functools
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import h5py
+
+from .. import __version__
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
+RECIPE_ATTR = "fusion_recipe"
+FOLDER_RECIPE = "fusion_recipe.json"
+# Recipe keys that name what was made but not how: excluded from the fingerprint.
+NOT_FINGERPRINTED = ("fusion_version", "git_commit", "created")
+# Conf keys holding paths of weight files: a recipe holds the files' checksums instead, so a moved
+# checkpoint is the same checkpoint.
+WEIGHT_PATH_KEYS = ("checkpoint", "weights", "xfeat_weights")
+
+
+class StaleOutputError(ValueError):
+    """An existing output was made with other settings or inputs than the ones asked for now."""
 
 
 def config_hash(config: dict) -> str:
@@ -15,6 +44,7 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit(root: Path = SOURCE_ROOT) -> str:
     """Commit of the source tree (with ``-dirty`` when modified), or ``unknown`` outside git."""
     try:
@@ -32,3 +62,156 @@ def git_commit(root: Path = SOURCE_ROOT) -> str:
 
 def provenance(config: dict) -> dict:
     return {"config_hash": config_hash(config), "git_commit": git_commit(), "created": time.time()}
+
+
+@functools.lru_cache(maxsize=None)
+def _checksum(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fd:
+        for block in iter(lambda: fd.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def file_checksum(path: Path) -> str:
+    """Checksum of a file's bytes (weights, checkpoints), cached while the file is unchanged."""
+    stat = os.stat(path)
+    return _checksum(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def existing(paths: Iterable[Path]) -> List[Path]:
+    """``paths``, each checked to be a file (weights, checkpoints) before any work starts."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: weights or checkpoint file not found")
+    return paths
+
+
+def make_recipe(kind: str, conf: dict, weights: Iterable[Path] = (), inputs: Optional[Dict[str, str]] = None) -> dict:
+    """The recipe of an output: what it is, its configuration, its weights' checksums, its inputs' fingerprints."""
+    return {
+        "kind": kind,
+        "conf": json.loads(json.dumps(conf, sort_keys=True, default=str)),
+        "weights": sorted(file_checksum(path) for path in weights),
+        "inputs": dict(sorted((inputs or {}).items())),
+        "fusion_version": __version__,
+        "git_commit": git_commit(),
+    }
+
+
+def fingerprint(recipe: dict) -> str:
+    """16 hex digits identifying how an output was made."""
+    made_how = {k: v for k, v in recipe.items() if k not in NOT_FINGERPRINTED}
+    return hashlib.sha256(json.dumps(made_how, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recipe_path(path: Path) -> Path:
+    """Where the recipe of a text output (pairs, results) is kept."""
+    return Path(path).with_name(Path(path).name + ".recipe.json")
+
+
+def read_recipe(path: Path) -> Optional[dict]:
+    """The recipe recorded with an output (h5 file, folder or text file), or None if it has none."""
+    path = Path(path)
+    if path.is_dir():
+        source = path / FOLDER_RECIPE
+    elif path.suffix == ".h5":
+        try:
+            with h5py.File(path, "r") as fd:
+                text = fd.attrs.get(RECIPE_ATTR)
+        except OSError as error:
+            raise ValueError(f"{path}: not a readable HDF5 file ({error}); move it away or pass --overwrite") from error
+        return json.loads(text) if text is not None else None
+    else:
+        source = recipe_path(path)
+    return json.loads(source.read_text()) if source.is_file() else None
+
+
+def write_recipe(path: Path, recipe: dict) -> None:
+    """Record ``recipe`` beside a text output (atomically); h5 files and folders keep it inside."""
+    target = recipe_path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(recipe, indent=1, sort_keys=True))
+    os.replace(tmp, target)
+
+
+def input_fingerprint(path: Path) -> str:
+    """The fingerprint an output records for one of its inputs: the input's own recipe fingerprint, or,
+    for a file or folder fusion did not write (hloc's, a user's model), the checksum of its bytes."""
+    path = Path(path)
+    recipe = read_recipe(path)
+    if recipe is not None:
+        return fingerprint(recipe)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{child.relative_to(path)}={file_checksum(child)};".encode())
+        return "folder:" + digest.hexdigest()[:16]
+    return "file:" + file_checksum(path)
+
+
+@contextlib.contextmanager
+def writing(path: Path, recipe: dict, folder: bool = False):
+    """Write a text (or, with ``folder``, a folder) output crash-safely: yields a temporary path to fill.
+
+    On success the old output goes first, then the recipe is recorded, then the new content moves
+    in (one rename); a run killed at any point leaves either the old output, or nothing (the next
+    run recomputes), never content under a recipe that did not make it.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    remove(tmp)
+    if folder:
+        tmp.mkdir(parents=True)
+    else:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+    yield tmp
+    remove(path)
+    if folder:
+        (tmp / FOLDER_RECIPE).write_text(json.dumps(recipe, indent=1, sort_keys=True))
+    else:
+        write_recipe(path, recipe)
+    os.replace(tmp, path)
+
+
+def remove(path: Path) -> None:
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> List[str]:
+    """Human-readable settings that differ between two recipes (``conf.model.max_keypoints: 4096 -> 2048``)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if not prefix and key in NOT_FINGERPRINTED:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return out
+
+
+def check_reusable(path: Path, recipe: dict, hint: str = "--overwrite") -> bool:
+    """True when ``path`` exists and was made by ``recipe``; False when it does not exist.
+
+    An existing output made differently (or without a recipe) raises StaleOutputError naming the
+    first differing settings and how to proceed.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    found = read_recipe(path)
+    if found is None:
+        raise StaleOutputError(f"{path}: exists but records no recipe (not written by this fusion version); "
+                               f"move it away, or pass {hint} to recompute it")
+    if fingerprint(found) == fingerprint(recipe):
+        return True
+    changes = differences(found, recipe)
+    raise StaleOutputError(f"{path}: made with other settings ({'; '.join(changes[:3])}"
+                           f"{' ...' if len(changes) > 3 else ''}); write to another output or pass {hint}")

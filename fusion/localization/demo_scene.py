@@ -10,6 +10,7 @@ an orange cast and lit windows.
 
 import json
 import string
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -20,12 +21,11 @@ import numpy as np
 import pycolmap
 
 from ..features.h5 import FeatureReader, MatchReader
-from ..features.io import read_pairs
-from . import figures, localize, pipeline, scenes
-from .poses import poses_from_model, read_poses, write_poses
+from ..features.io import read_image, read_pairs
+from . import figures, localize, pipeline, report, scenes
+from .poses import read_poses, write_poses
 from .queries import write_query_list
 from .reference_models import model_from_poses
-from .triangulation import COLMAP_PIXEL_OFFSET
 
 STREET_WIDTH, FACADE_HEIGHT, BUILDING_WIDTH = 12.0, 12.0, 10.0
 CAMERA_HEIGHT = 1.6
@@ -265,7 +265,7 @@ def generate(root: Path, num_db: int = 20, num_day: int = 6, num_night: int = 4,
     for group, count, night in (("day", num_day, False), ("night", num_night, True)):
         for i, pose in enumerate(camera_poses(rng, count, (3.0, length - 8), jitter=True)):
             views[f"query/{group}/{group}_{i:03d}.jpg"] = (pose, night)
-    images = root / "images/images_upright"
+    images = root / "images_upright"
     for name, (pose, night) in views.items():
         path = images / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,22 +286,35 @@ def generate(root: Path, num_db: int = 20, num_day: int = 6, num_night: int = 4,
 
 def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = "xfeat_mnn", num_db: int = 20,
         num_day: int = 6, num_night: int = 4, size=(640, 480), num_loc_pairs: int = 10,
-        overwrite: bool = False, seed: int = 0) -> dict:
-    """Generate the scene (once), localize its queries, and write the result file and figures."""
+        overwrite: bool = False, seed: int = 0, num_buildings: int = 4, num_db_pairs: int = 6,
+        device: str = "auto") -> dict:
+    """Generate the scene (once), localize its queries, and write the result file, figures and report."""
     outputs = Path(outputs)
     dataset = outputs / "dataset"
+    start = time.perf_counter()
     if overwrite or not (dataset / "queries/ground_truth.txt").exists():
-        generate(dataset, num_db, num_day, num_night, size, seed=seed)
+        generate(dataset, num_db, num_day, num_night, size, num_buildings=num_buildings, seed=seed)
+    generation = time.perf_counter() - start
     scene = scenes.aachen(dataset)
-    out = pipeline.run(scene, outputs, feature, matcher, num_db_pairs=6, num_loc_pairs=num_loc_pairs,
-                       overwrite=overwrite)
-    estimates = read_poses(out["results"])
-    truth = {Path(n).name: p for n, p in scene.ground_truth.items()}
-    model = out["model"]
-    points = np.array([p.xyz for p in model.points3D.values()])
-    out["topdown"] = figures.plot_topdown(poses_from_model(scene.reference), outputs / "topdown.png", truth,
-                                      estimates, points)
+    out = pipeline.run(scene, outputs, feature, matcher, num_db_pairs=num_db_pairs, num_loc_pairs=num_loc_pairs,
+                       overwrite=overwrite, device=device)
+    start = time.perf_counter()
+    out["topdown"] = out["figures"]["top-down map"]
     query = scene.query_groups["night"][0] if scene.query_groups.get("night") else scene.query_names[0]
+    estimate = read_poses(out["results"])[Path(query).name]
+    image = read_image(scene.images / query)
+    out["matches_png"] = matches_figure(scene, out, query, estimate, image, outputs / "matches.png")
+    out["reprojection_png"] = reprojection_figure(scene, out, query, estimate, image, outputs / "reprojection.png")
+    out["figures"][f"{query} and its first retrieved image: matches checked against both poses"] = out["matches_png"]
+    out["figures"][f"{query}: its 2D-3D matches reprojected with its estimated pose"] = out["reprojection_png"]
+    out["timings"] = {"generate the scene": generation, **out["timings"],
+                      "demo figures": time.perf_counter() - start}
+    out["report_html"] = report.write_localization_report(scene, out)
+    return out
+
+
+def matches_figure(scene, out, query, estimate, image, path, max_error: float = 4.0):
+    """The query's matches with its first retrieved image, checked against the estimated and the reference pose."""
     db_name = next(n for q, n in read_pairs(out["loc_pairs"]) if q == query)
     features, matches = FeatureReader(out["features"]), MatchReader(out["loc_matches"])
     pairs = matches.matches(query, db_name)[0]
@@ -309,30 +322,26 @@ def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = "xfeat_mnn",
     features.close()
     matches.close()
     db_image = scene.reference.find_image_with_name(db_name)
-    camera_q = dict(scene.queries)[query]
-    inliers = figures.epipolar_inliers(kq, kd, camera_q, scene.reference.cameras[db_image.camera_id],
-                                   estimates[Path(query).name], db_image.cam_from_world())
-    images = [cv2.imread(str(scene.images / n))[:, :, ::-1] for n in (query, db_name)]
-    out["matches_png"] = figures.plot_matches(*images, kq, kd, inliers, outputs / "matches.png",
-                                          f"{query} - {db_name}: {int(inliers.sum())} inliers / {len(inliers)} matches")
-    out["reprojection_png"] = reprojection_figure(model, scene, query, estimates[Path(query).name], out,
-                                                  images[0], outputs / "reprojection.png")
-    return out
+    inliers = figures.epipolar_inliers(kq, kd, dict(scene.queries)[query], scene.reference.cameras[db_image.camera_id],
+                                       estimate, db_image.cam_from_world(), max_error)
+    return figures.plot_matches(image, read_image(scene.images / db_name), kq, kd, inliers, path,
+                                f"{query} (left) - {db_name}: {int(inliers.sum())} inliers / {len(inliers)} matches",
+                                labels=(f"agrees with both poses (epipolar error < {max_error:g} px)", "outlier"))
 
 
-def reprojection_figure(model, scene, query, pose, out, image, path, max_error: float = 12.0):
+def reprojection_figure(scene, out, query, pose, image, path, max_error: float = 12.0):
     """The query with the 3D points it matched, reprojected with its estimated pose."""
+    model = out["model"]
     log = json.loads(localize.log_path(out["results"]).read_text())["queries"][query]
     db_ids = [model.find_image_with_name(n).image_id for n in log["db"]]
     reader, matches = FeatureReader(out["features"]), MatchReader(out["loc_matches"])
-    index2d, point_ids, _ = localize.correspondences(model, db_ids, query, matches)
+    index2d, point_ids, _, _ = localize.correspondences(model, db_ids, query, matches)
     keypoints = reader.keypoints(query)[index2d]
     reader.close()
     matches.close()
     points = np.array([model.points3D[i].xyz for i in point_ids])
-    in_camera = points @ pose.rotation.matrix().T + np.asarray(pose.translation)
-    projected = dict(scene.queries)[query].img_from_cam(in_camera) - COLMAP_PIXEL_OFFSET
-    inliers = np.linalg.norm(projected - keypoints, axis=1) < max_error
+    projected = figures.reproject(points, dict(scene.queries)[query], pose)
+    inliers = np.nan_to_num(np.linalg.norm(projected - keypoints, axis=1), nan=np.inf) < max_error
     return figures.plot_reprojection(image, keypoints, projected, inliers, path,
-                                 f"{query}: {int(inliers.sum())} of {len(inliers)} 2D-3D matches reproject within {max_error:g} px")
-
+                                     f"{query}: {int(inliers.sum())} of {len(inliers)} 2D-3D matches reproject "
+                                     f"within {max_error:g} px", max_error)

@@ -1,23 +1,59 @@
-"""Headless matplotlib figures (PNG) of localization: matches, top-down camera maps, reprojections."""
+"""Headless matplotlib figures (PNG) of localization: matches, top-down camera maps, reprojections.
+
+Every figure says what its marks mean (legend or colour bar); photos are shown in their true
+colours (RGB, as ``fusion.features.io.read_image`` returns them) and downscaled to at most
+``MAX_CANVAS_WIDTH`` pixels so that large photos give readable, small files.
+"""
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import matplotlib
 
 matplotlib.use("Agg")
+import cv2  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pycolmap  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from .triangulation import COLMAP_PIXEL_OFFSET, epipolar_distances  # noqa: E402
 
+MAX_CANVAS_WIDTH = 1600  # pixels of the photos shown side by side in one figure
+INLIER_COLOUR, OUTLIER_COLOUR = "lime", "red"
+REFERENCE_COLOUR = "tab:blue"
+CONDITION_COLOURS = ("tab:orange", "tab:purple", "tab:green", "tab:red", "tab:brown", "tab:pink", "tab:olive",
+                     "tab:cyan", "gold", "black")
 
-def save_figure(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path)
+
+def save_figure(fig, path: Path, tight: bool = True) -> Path:
+    """Write (PNG, or JPEG by the suffix: smaller and faster for photos) and close; ``tight``: let
+    matplotlib lay the axes out (figures that place their own pass False)."""
+    if tight:
+        fig.tight_layout()
+    jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    fig.savefig(path, **({"pil_kwargs": {"quality": 90}} if jpeg else {}))
     plt.close(fig)
     return Path(path)
+
+
+def fit_to_width(images: Sequence[np.ndarray], keypoints: Sequence[np.ndarray], max_width: int):
+    """Photos shown side by side, downscaled together to ``max_width``; keypoints scaled to match."""
+    scale = min(1.0, max_width / sum(image.shape[1] for image in images))
+    if scale == 1.0:
+        return list(images), list(keypoints)
+    resized = [cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA) for image in images]
+    # pixel centres sit at integer coordinates: scale about the top-left corner of the first pixel
+    return resized, [(np.asarray(k, float) + 0.5) * scale - 0.5 for k in keypoints]
+
+
+def as_float_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    image = image.astype(np.float32) / 255 if image.dtype == np.uint8 else image.astype(np.float32)
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
 def epipolar_inliers(keypoints0, keypoints1, camera0, camera1, pose0, pose1, max_error: float = 4.0):
@@ -28,23 +64,68 @@ def epipolar_inliers(keypoints0, keypoints1, camera0, camera1, pose0, pose1, max
     return (errors0 <= camera0.cam_from_img_threshold(max_error)) & (errors1 <= camera1.cam_from_img_threshold(max_error))
 
 
+def reproject(points: np.ndarray, camera: pycolmap.Camera, pose: pycolmap.Rigid3d) -> np.ndarray:
+    """Pixels (fusion's convention: pixel centres at integers) of world points; NaN behind the camera."""
+    in_camera = np.asarray(points, float).reshape(-1, 3) @ pose.rotation.matrix().T + np.asarray(pose.translation)
+    projected = np.full((len(in_camera), 2), np.nan)
+    ahead = in_camera[:, 2] > 1e-9
+    if ahead.any():
+        projected[ahead] = camera.img_from_cam(in_camera[ahead]) - COLMAP_PIXEL_OFFSET
+    return projected
+
+
 def plot_matches(image0, image1, keypoints0, keypoints1, inliers, path: Path, title: str = "",
-                 max_lines: int = 300) -> Path:
-    """Side-by-side images with matches: inliers green, outliers red (at most ``max_lines`` drawn)."""
+                 labels: Tuple[str, str] = ("inlier", "outlier"), max_lines: int = 300,
+                 max_width: int = MAX_CANVAS_WIDTH) -> Path:
+    """Two photos side by side with their matches: inliers green, outliers red (at most ``max_lines`` drawn)."""
+    inliers = np.asarray(inliers, bool)
+    (image0, image1), (keypoints0, keypoints1) = fit_to_width(
+        [as_float_rgb(image0), as_float_rgb(image1)], [keypoints0, keypoints1], max_width)
     height = max(image0.shape[0], image1.shape[0])
-    canvas = np.zeros((height, image0.shape[1] + image1.shape[1], 3), image0.dtype)
+    canvas = np.ones((height, image0.shape[1] + image1.shape[1], 3), np.float32)
     canvas[: image0.shape[0], : image0.shape[1]] = image0
     canvas[: image1.shape[0], image0.shape[1]:] = image1
-    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 100, canvas.shape[0] / 100 + 0.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(canvas.shape[1] / 100, canvas.shape[0] / 100 + 0.5), dpi=100)
     ax.imshow(canvas)
     drawn = np.zeros(len(inliers), bool)
     drawn[np.random.default_rng(0).permutation(len(inliers))[:max_lines]] = True
-    for inlier_flag, colour in ((False, "red"), (True, "lime")):
+    for inlier_flag, colour in ((False, OUTLIER_COLOUR), (True, INLIER_COLOUR)):
         select = (inliers == inlier_flag) & drawn
-        xs = np.stack([keypoints0[select, 0], keypoints1[select, 0] + image0.shape[1]])
-        ys = np.stack([keypoints0[select, 1], keypoints1[select, 1]])
-        ax.plot(xs, ys, color=colour, linewidth=0.6, alpha=0.7)
+        segments = np.stack([keypoints0[select], keypoints1[select] + [image0.shape[1], 0]], axis=1)
+        ax.add_collection(LineCollection(segments, colors=colour, linewidths=0.7, alpha=0.8))
+    shown = f" ({drawn.sum()} of {len(inliers)} drawn)" if drawn.sum() < len(inliers) else ""
+    handles = [Line2D([], [], color=INLIER_COLOUR, lw=2, label=f"{labels[0]}: {int(inliers.sum())}"),
+               Line2D([], [], color=OUTLIER_COLOUR, lw=2, label=f"{labels[1]}: {int((~inliers).sum())}")]
+    ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.85, title=f"matches{shown}",
+              title_fontsize=8)
+    ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
+    ax.set_ylim(canvas.shape[0] - 0.5, -0.5)
     ax.set_title(title or f"{int(inliers.sum())} inliers / {len(inliers)} matches", fontsize=9)
+    ax.axis("off")
+    return save_figure(fig, path)
+
+
+def plot_reprojection(image, keypoints, projected, inliers, path: Path, title: str = "", max_error: float = 12.0,
+                      max_width: int = MAX_CANVAS_WIDTH) -> Path:
+    """A localized query with its 2D-3D matches: inlier 3D points reprojected by the estimated pose (green),
+    each joined to its keypoint by its reprojection error (yellow); keypoints of outliers red."""
+    inliers = np.asarray(inliers, bool)
+    (image,), (keypoints, projected) = fit_to_width([as_float_rgb(image)], [keypoints, projected], max_width)
+    fig, ax = plt.subplots(figsize=(image.shape[1] / 100, image.shape[0] / 100 + 0.5), dpi=100)
+    ax.imshow(image)
+    ax.scatter(keypoints[~inliers, 0], keypoints[~inliers, 1], s=3, c=OUTLIER_COLOUR, linewidths=0)
+    ax.add_collection(LineCollection(np.stack([keypoints[inliers], projected[inliers]], axis=1), colors="yellow",
+                                     linewidths=0.9))
+    ax.scatter(projected[inliers, 0], projected[inliers, 1], s=5, c=INLIER_COLOUR, linewidths=0)
+    handles = [Line2D([], [], ls="", marker="o", ms=4, color=INLIER_COLOUR,
+                      label=f"inlier 3D point, reprojected with the estimated pose: {int(inliers.sum())}"),
+               Line2D([], [], color="yellow", lw=2, label="its reprojection error (segment to the keypoint)"),
+               Line2D([], [], ls="", marker="o", ms=4, color=OUTLIER_COLOUR,
+                      label=f"keypoint whose 3D point reprojects > {max_error:g} px away: {int((~inliers).sum())}")]
+    ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.85)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_title(title or f"{int(inliers.sum())} inliers / {len(inliers)} 2D-3D matches", fontsize=9)
     ax.axis("off")
     return save_figure(fig, path)
 
@@ -53,49 +134,216 @@ def centre(pose: pycolmap.Rigid3d) -> np.ndarray:
     return -pose.rotation.matrix().T @ np.asarray(pose.translation)
 
 
+def ground_axes(rotations: np.ndarray, centres: np.ndarray) -> Tuple[np.ndarray, Tuple[str, str]]:
+    """Two orthonormal horizontal axes (2, 3) for a view from above, and their labels.
+
+    Up is the mean of the cameras' up directions (photos are taken upright). When it is close to a
+    world axis, the other two world axes are used (so ``x``/``y`` read as in the model); otherwise
+    the first axis follows the cameras' main direction.
+    """
+    up = -np.mean(rotations[:, 1], axis=0)
+    up /= np.linalg.norm(up) + 1e-12
+    k = int(np.argmax(np.abs(up)))
+    if abs(up[k]) > 0.95:
+        a, b = (k + 1) % 3, (k + 2) % 3
+        if up[k] < 0:
+            a, b = b, a
+        return np.eye(3)[[a, b]], (f"{'xyz'[a]} [m]", f"{'xyz'[b]} [m]")
+    flat = centres - centres.mean(0)
+    flat = flat - np.outer(flat @ up, up)
+    along = np.linalg.svd(flat, full_matrices=False)[2][0] if np.abs(flat).max() > 0 else np.cross(up, np.eye(3)[k - 1])
+    along = along - (along @ up) * up
+    along /= np.linalg.norm(along)
+    return np.stack([along, np.cross(up, along)]), ("along the cameras [m]", "across [m]")
+
+
+def scene_near_cameras(points: np.ndarray, centres: np.ndarray, samples: int = 20000) -> np.ndarray:
+    """A subsample of the points that lie within twice the median point-to-nearest-camera distance of a camera:
+    what the cameras look at, without the far, sparse points that wrong matches triangulate."""
+    if not len(points) or not len(centres):
+        return points[:0]
+    rng = np.random.default_rng(0)
+    points = points[rng.permutation(len(points))[:samples]]
+    centres = centres[rng.permutation(len(centres))[:500]]
+    nearest = np.full(len(points), np.inf)
+    for start in range(0, len(centres), 50):
+        block = np.linalg.norm(points[:, None] - centres[None, start:start + 50], axis=2)
+        nearest = np.minimum(nearest, block.min(1))
+    return points[nearest <= 2 * np.median(nearest)]
+
+
+def pose_arrays(poses: Dict[str, pycolmap.Rigid3d], names: Iterable[str]):
+    names = list(names)
+    rotations = np.array([poses[n].rotation.matrix() for n in names]).reshape(-1, 3, 3)
+    return np.array([centre(poses[n]) for n in names]).reshape(-1, 3), rotations
+
+
+def length_label(metres: float) -> str:
+    return f"{100 * metres:.1f} cm" if metres < 1 else f"{metres:.2f} m"
+
+
+def topdown_frame(poses: Dict[str, pycolmap.Rigid3d], points: np.ndarray):
+    """Horizontal axes (2, 3), their labels, and the (low, high) corners of a map from above that holds the
+    cameras and the points near them (1-99% of each axis), with a 6% margin."""
+    centres, rotations = pose_arrays(poses, poses)
+    basis, labels = ground_axes(rotations, centres)
+    seen = scene_near_cameras(points, centres) @ basis.T
+    extent = np.vstack([centres @ basis.T, *(np.percentile(seen, [1, 99], axis=0) if len(seen) else [])])
+    low, high = extent.min(0), extent.max(0)
+    margin = 0.06 * max(float((high - low).max()), 1e-6)
+    return basis, labels, low - margin, high + margin
+
+
 def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
                  truth: Optional[Dict[str, pycolmap.Rigid3d]] = None,
                  estimates: Optional[Dict[str, pycolmap.Rigid3d]] = None,
-                 points: Optional[np.ndarray] = None, axes=(0, 1)) -> Path:
-    """Top-down map: 3D points, reference cameras, ground-truth and estimated query poses."""
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    a, b = axes
-    if points is not None and len(points):
-        low, high = np.percentile(points[:, [a, b]], [2, 98], axis=0)
-        inside = np.all((points[:, [a, b]] >= low) & (points[:, [a, b]] <= high), axis=1)
-        ax.scatter(points[inside, a], points[inside, b], s=0.3, c="0.75", label="3D points (2-98%)")
-    for poses, style, label in ((reference, dict(c="tab:blue", marker="^"), "reference cameras"),
-                                (truth or {}, dict(c="tab:green", marker="o"), "query ground truth"),
-                                (estimates or {}, dict(c="tab:red", marker="x"), "query estimates")):
-        if not poses:
-            continue
-        centres = np.array([centre(p) for p in poses.values()])
-        directions = np.array([p.rotation.matrix()[2] for p in poses.values()])
-        ax.scatter(centres[:, a], centres[:, b], s=25, label=label, **style)
-        ax.quiver(centres[:, a], centres[:, b], directions[:, a], directions[:, b], color=style["c"],
-                  scale=25, width=0.003)
-    if truth and estimates:
-        for name, pose in truth.items():
-            if name in estimates:
-                ends = np.stack([centre(pose), centre(estimates[name])])
-                ax.plot(ends[:, a], ends[:, b], color="k", linewidth=0.8)
+                 points: Optional[np.ndarray] = None, conditions: Optional[Dict[str, str]] = None,
+                 failed: Iterable[str] = (), title: str = "", max_points: int = 200000) -> Path:
+    """Map from above, in metres: 3D points, reference cameras, and per query its ground truth (o), its
+    estimate (x) and a segment between them, coloured by condition; queries in ``failed`` (not
+    localized, fallback poses) in black.
+
+    The view is framed on the reference and ground-truth cameras and the points near them (within
+    twice the median point-to-nearest-camera distance, 1-99% of each axis); points outside the frame
+    are left out. When the errors are too small to see at that scale, a zoomed inset shows the query
+    with the median error.
+    """
+    truth, estimates, conditions, failed = truth or {}, estimates or {}, conditions or {}, set(failed)
+    points = np.zeros((0, 3)) if points is None else np.asarray(points, float).reshape(-1, 3)
+    queries = list(dict.fromkeys([*truth, *estimates]))
+    basis, axis_labels, low, high = topdown_frame({**reference, **truth} or estimates, points)
+    span = float((high - low).max())
+
+    flat_points = points @ basis.T
+    inside = np.all((flat_points >= low) & (flat_points <= high), axis=1)
+    flat_points = flat_points[inside][np.random.default_rng(0).permutation(int(inside.sum()))[:max_points]]
+    condition_names = list(dict.fromkeys(conditions.get(q, "queries") for q in queries))
+    colours = {c: CONDITION_COLOURS[i % len(CONDITION_COLOURS)] for i, c in enumerate(condition_names)}
+    errors = {q: float(np.linalg.norm(centre(estimates[q]) - centre(truth[q])))
+              for q in queries if q in truth and q in estimates and q not in failed}
+
+    def draw(ax, tick: float):
+        """Every layer; ``tick``: length of the viewing-direction lines (0: none)."""
+        ax.scatter(flat_points[:, 0], flat_points[:, 1], s=0.4, c="0.55", alpha=0.5, linewidths=0, rasterized=True)
+        ref_centres, ref_rotations = pose_arrays(reference, reference)
+        ref_flat = ref_centres @ basis.T
+        ax.add_collection(LineCollection(np.stack([ref_flat, ref_flat + tick * ref_rotations[:, 2] @ basis.T], 1),
+                                         colors=REFERENCE_COLOUR, linewidths=0.8))
+        ax.scatter(ref_flat[:, 0], ref_flat[:, 1], s=14, marker="^", c=REFERENCE_COLOUR, zorder=3)
+        for condition in condition_names:
+            names = [q for q in queries if conditions.get(q, "queries") == condition]
+            colour = colours[condition]
+            gt = np.array([centre(truth[q]) @ basis.T for q in names if q in truth]).reshape(-1, 2)
+            gt_dirs = np.array([truth[q].rotation.matrix()[2] @ basis.T for q in names if q in truth]).reshape(-1, 2)
+            ax.add_collection(LineCollection(np.stack([gt, gt + tick * gt_dirs], 1), colors=colour, linewidths=0.8))
+            ax.scatter(gt[:, 0], gt[:, 1], s=36, marker="o", facecolors="none", edgecolors=colour, linewidths=1.3,
+                       zorder=4)
+            pairs = np.array([[centre(estimates[q]) @ basis.T, centre(truth[q]) @ basis.T]
+                              for q in names if q in truth and q in estimates]).reshape(-1, 2, 2)
+            ax.add_collection(LineCollection(pairs, colors=colour, linewidths=1.2, zorder=4))
+            est = np.array([centre(estimates[q]) @ basis.T for q in names if q in estimates and q not in failed])
+            if len(est):
+                ax.scatter(est[:, 0], est[:, 1], s=36, marker="x", c=colour, linewidths=1.3, zorder=5)
+        lost = np.array([centre(estimates[q]) @ basis.T for q in queries if q in estimates and q in failed])
+        if len(lost):
+            ax.scatter(lost[:, 0], lost[:, 1], s=36, marker="x", c="black", linewidths=1.3, zorder=5)
+
+    median_error = float(np.median(list(errors.values()))) if errors else None
+    zoom = median_error is not None and median_error < 0.01 * span
+    width_ratio = (high[0] - low[0]) / max(high[1] - low[1], 1e-9)
+    main_width = 9.0
+    height = float(np.clip(main_width / width_ratio, 4.5 if zoom else 3.5, 8.0))
+    fig = plt.figure(figsize=(main_width + 3.6, height + 0.6), dpi=110)
+    grid = fig.add_gridspec(2, 2, width_ratios=(main_width, 3.6), height_ratios=(1, 1))
+    ax = fig.add_subplot(grid[:, 0])
+    draw(ax, 0.025 * span)
+    ax.set_xlim(low[0], high[0])
+    ax.set_ylim(low[1], high[1])
     ax.set_aspect("equal")
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title("top-down view")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.grid(alpha=0.25)
+    beyond = [q for q in estimates if not np.all((centre(estimates[q]) @ basis.T >= low)
+                                                 & (centre(estimates[q]) @ basis.T <= high))]
+    ax.set_title(title or f"top-down view: {len(reference)} reference cameras"
+                 + (f", {len(queries)} queries" if queries else "")
+                 + (f" ({len(beyond)} estimates beyond the frame)" if beyond else ""), fontsize=10)
+
+    layers = [(len(flat_points), Line2D([], [], ls="", marker=".", color="0.55", label="3D points (within the frame)")),
+              (reference, Line2D([], [], ls="-", marker="^", color=REFERENCE_COLOUR,
+                                 label="reference camera (line: viewing direction)")),
+              (truth, Line2D([], [], ls="-", marker="o", mfc="none", mec="0.2", color="0.2",
+                             label="query ground truth (line: viewing direction)")),
+              (set(estimates) - failed, Line2D([], [], ls="", marker="x", color="0.2", label="query estimate")),
+              (set(truth) & set(estimates), Line2D([], [], color="0.2", label="estimate to ground truth"))]
+    handles = [handle for drawn, handle in layers if drawn]
+    if failed & set(estimates):
+        handles.append(Line2D([], [], ls="", marker="x", color="black",
+                              label=f"not localized, fallback pose ({len(failed & set(estimates))})"))
+    for condition in condition_names:
+        members = [q for q in queries if conditions.get(q, "queries") == condition]
+        member_errors = [errors[q] for q in members if q in errors]
+        detail = f", median error {length_label(float(np.median(member_errors)))}" if member_errors else ""
+        handles.append(Patch(color=colours[condition], label=f"{condition} ({len(members)}){detail}"))
+    legend_ax = fig.add_subplot(grid[0, 1] if zoom else grid[:, 1])
+    legend_ax.axis("off")
+    legend_ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False)
+
+    if zoom:
+        target = min(errors, key=lambda q: abs(errors[q] - median_error))
+        middle = (centre(estimates[target]) + centre(truth[target])) @ basis.T / 2
+        half = max(2.0 * errors[target], 1e-4 * span)
+        inset = fig.add_subplot(grid[1, 1])
+        draw(inset, 0.0)
+        inset.set_xlim(middle[0] - half, middle[0] + half)
+        inset.set_ylim(middle[1] - half, middle[1] + half)
+        inset.set_aspect("equal")
+        inset.locator_params(nbins=3)
+        inset.tick_params(labelsize=7)
+        inset.set_title(f"zoom x{span / (2 * half):.0f} on {Path(target).name}:\nerror {length_label(errors[target])}",
+                        fontsize=8)
+        ax.indicate_inset([middle[0] - half, middle[1] - half, 2 * half, 2 * half], inset_ax=inset,
+                          edgecolor="black", alpha=0.6)
+        ax.scatter([middle[0]], [middle[1]], s=160, marker="o", facecolors="none", edgecolors="black", zorder=6)
     return save_figure(fig, path)
 
 
-def plot_reprojection(image, keypoints, projected, inliers, path: Path, title: str = "") -> Path:
-    """A localized query: reprojected inlier 3D points (green, joined to their keypoints), outliers red."""
-    fig, ax = plt.subplots(figsize=(image.shape[1] / 100, image.shape[0] / 100 + 0.4), dpi=100)
-    ax.imshow(image)
-    ax.scatter(keypoints[~inliers, 0], keypoints[~inliers, 1], s=2, c="red", label="outlier keypoints")
-    ax.plot(np.stack([keypoints[inliers, 0], projected[inliers, 0]]),
-            np.stack([keypoints[inliers, 1], projected[inliers, 1]]), color="yellow", linewidth=0.8)
-    ax.scatter(projected[inliers, 0], projected[inliers, 1], s=4, c="lime", label="reprojected inlier points")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_xlim(0, image.shape[1])
-    ax.set_ylim(image.shape[0], 0)
-    ax.set_title(title or f"{int(inliers.sum())} inliers / {len(inliers)} 2D-3D matches", fontsize=9)
-    ax.axis("off")
+def plot_reconstruction(model: pycolmap.Reconstruction, path: Path, max_points: int = 30000) -> Path:
+    """A reconstruction from above and from the front: its 3D points in their colours and its cameras.
+
+    The model's frame is arbitrary, so "up" is taken as the mean of the cameras' up directions
+    (photos are mostly taken upright) and the horizontal axis as the main direction of travel.
+    """
+    rotations = np.array([model.images[i].cam_from_world().rotation.matrix() for i in model.reg_image_ids()])
+    centres = np.array([model.images[i].projection_center() for i in model.reg_image_ids()])
+    points = np.array([p.xyz for p in model.points3D.values()]).reshape(-1, 3)
+    colours = np.array([p.color for p in model.points3D.values()]).reshape(-1, 3) / 255.0
+    up = -rotations[:, 1].mean(0)
+    up /= np.linalg.norm(up) + 1e-12
+    flat = (centres if len(centres) > 2 else points) - (centres.mean(0) if len(centres) else 0)
+    flat = flat - np.outer(flat @ up, up)
+    along = np.linalg.svd(flat, full_matrices=False)[2][0] if len(flat) > 1 else np.cross(up, [0, 0, 1.0])
+    along = along - (along @ up) * up
+    along /= np.linalg.norm(along) + 1e-12
+    across = np.cross(up, along)
+    if len(points) > max_points:
+        keep = np.random.default_rng(0).choice(len(points), max_points, replace=False)
+        points, colours = points[keep], colours[keep]
+    if len(points):  # the 2-98% box of the points, so that a few far outliers do not shrink the view
+        low, high = np.percentile(points, [2, 98], axis=0)
+        inside = np.all((points >= low) & (points <= high), axis=1)
+        points, colours = points[inside], colours[inside]
+    extent = np.ptp(np.vstack([points, centres]), axis=0).max() if len(points) + len(centres) else 1.0
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), dpi=110)
+    for ax, (vertical, label) in zip(axes, ((across, "top view"), (up, "front view"))):
+        ax.scatter(points @ along, points @ vertical, s=1, c=colours, linewidths=0)
+        directions = rotations[:, 2]  # viewing directions in the world
+        ax.scatter(centres @ along, centres @ vertical, s=18, c="tab:red", marker="^", label="cameras", zorder=3)
+        ax.quiver(centres @ along, centres @ vertical, directions @ along, directions @ vertical, color="tab:red",
+                  angles="xy", scale_units="xy", scale=1 / (0.06 * extent), width=0.004, zorder=3)
+        ax.set_aspect("equal")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{model.num_reg_images()} registered images, {model.num_points3D()} 3D points "
+                 f"(points in their colours, 2-98% of each axis; arrows: viewing directions)", fontsize=9)
     return save_figure(fig, path)

@@ -1,16 +1,21 @@
 """Localize query images against a triangulated model by PnP (pycolmap LO-RANSAC + refinement).
 
 Writes ``name qw qx qy qz tx ty tz`` results (world-to-camera) and a JSON log with the 2D-3D
-matches and inliers of every query. A query that cannot be localized gets the pose of its
-best-matching reference image, as visuallocalization.net expects a pose for every query, and
-is marked ``localized: false`` in the log.
+matches and inliers of every query. As in hloc, the 2D-3D correspondences are unique (a keypoint
+matched to the same 3D point through several reference images counts once) and a pose that PnP
+estimates is kept whatever its number of inliers. Only when PnP fails (fewer than 4
+correspondences, or RANSAC finds no pose) does a query get the pose of the retrieved reference
+image with the most 2D-3D matches, as visuallocalization.net expects a pose for every query; it is
+marked ``localized: false`` in the log and counts as failed in the recall table.
 """
 
 import argparse
+import copy
 import json
 import logging
+import os
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pycolmap
@@ -19,8 +24,11 @@ from tqdm import tqdm
 from ..features.errors import run_cli
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import pairs_by_query, read_pairs
+from ..features.provenance import check_reusable, input_fingerprint, make_recipe, writing
+from .fingerprints import model_fingerprint, queries_fingerprint
 from .poses import write_poses
 from .queries import read_query_list
+from .reference_models import load_model
 from .triangulation import COLMAP_PIXEL_OFFSET
 
 logger = logging.getLogger("fusion")
@@ -62,27 +70,35 @@ def covisibility_clusters(model: pycolmap.Reconstruction, image_ids: Sequence[in
 
 
 def correspondences(model, image_ids, query, match_reader):
-    """2D indices of the query and the 3D point ids they match through the given reference images."""
-    index2d, point_ids, match_count = [], [], 0
+    """Unique (query keypoint, 3D point) pairs matched through the given reference images.
+
+    Returns the keypoint indices, the 3D point ids, the number of raw matches, and the number of
+    2D-3D matches each reference image contributed (before de-duplication).
+    """
+    pairs, match_count, per_image = [], 0, {}
     for image_id in image_ids:
         image = model.images[image_id]
         matches, _ = match_reader.matches(query, image.name)
         match_count += len(matches)
         if not len(matches):
             continue
-        point3d = np.array([p.point3D_id if p.has_point3D() else -1 for p in image.points2D])
-        if len(point3d) and matches[:, 1].max() >= len(point3d):
-            raise ValueError(f"{image.name}: matches index keypoints the reference model lacks")
-        ids = point3d[matches[:, 1]] if len(point3d) else np.full(len(matches), -1)
+        point3d = np.array([p.point3D_id if p.has_point3D() else -1 for p in image.points2D], np.int64)
+        if matches[:, 1].max() >= len(point3d):
+            raise ValueError(f"{image.name}: matches index keypoints the reference model lacks "
+                             "(features and model come from different extractions)")
+        ids = point3d[matches[:, 1]]
         valid = ids != -1
-        index2d.append(matches[valid, 0])
-        point_ids.append(ids[valid])
-    if not index2d:
-        return np.zeros(0, int), np.zeros(0, int), match_count
-    return np.concatenate(index2d), np.concatenate(point_ids), match_count
+        per_image[image_id] = int(valid.sum())
+        pairs.append(np.stack([matches[valid, 0], ids[valid]], -1))
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), match_count, per_image
+    unique = np.unique(np.concatenate(pairs), axis=0)
+    return unique[:, 0], unique[:, 1], match_count, per_image
 
 
-def estimate_pose(model, camera, keypoints, index2d, point_ids, max_error: float, seed: int = 0):
+def estimate_pose(model, camera, keypoints, index2d, point_ids, max_error: float, seed: int = 0,
+                  estimate_focal: bool = False):
+    """PnP (LO-RANSAC + refinement); with ``estimate_focal``, the focal length too (written into ``camera``)."""
     if len(index2d) < 4:
         return None
     points2d = keypoints[index2d] + COLMAP_PIXEL_OFFSET
@@ -90,22 +106,51 @@ def estimate_pose(model, camera, keypoints, index2d, point_ids, max_error: float
     options = pycolmap.AbsolutePoseEstimationOptions()
     options.ransac.max_error = max_error
     options.ransac.random_seed = seed
-    return pycolmap.estimate_and_refine_absolute_pose(points2d, points3d, camera, options)
+    options.estimate_focal_length = estimate_focal
+    refinement = pycolmap.AbsolutePoseRefinementOptions()
+    refinement.refine_focal_length = estimate_focal
+    return pycolmap.estimate_and_refine_absolute_pose(points2d, points3d, camera, options, refinement)
 
 
-def localize_query(model, name, camera, keypoints, db_ids, match_reader, max_error, clustering):
-    """(pose or None, log entry) of one query."""
+def localize_query(model, name, camera, keypoints, db_ids, match_reader, max_error, clustering,
+                   estimate_focal: bool = False):
+    """(pose or None, log entry) of one query; with clustering, the cluster with the most inliers wins.
+
+    ``estimate_focal``: the camera's focal length is a guess; PnP estimates it and the log keeps it.
+    """
     groups = covisibility_clusters(model, db_ids) if clustering else [list(db_ids)]
-    best, best_log = None, None
+    best, best_log, contributions = None, None, {}
     for group in groups:
-        index2d, point_ids, match_count = correspondences(model, group, name, match_reader)
-        estimate = estimate_pose(model, camera, keypoints, index2d, point_ids, max_error)
+        index2d, point_ids, match_count, per_image = correspondences(model, group, name, match_reader)
+        contributions.update(per_image)
+        trial = copy.copy(camera)  # PnP writes an estimated focal length into it
+        estimate = estimate_pose(model, trial, keypoints, index2d, point_ids, max_error, estimate_focal=estimate_focal)
         inliers = int(estimate["num_inliers"]) if estimate else 0
         if best_log is None or inliers > best_log["num_inliers"]:
             best = estimate
             best_log = {"num_matches": match_count, "num_2d3d": int(len(index2d)), "num_inliers": inliers,
                         "db": [model.images[i].name for i in group]}
-    return (best["cam_from_world"] if best else None), best_log
+            if estimate_focal:
+                best_log["estimated_focal_length"] = float(trial.mean_focal_length())
+    best_log["localized"] = best is not None
+    if best is not None:
+        return best["cam_from_world"], best_log
+    if not db_ids:
+        return None, best_log
+    fallback = max(db_ids, key=lambda i: contributions.get(i, 0))  # max keeps retrieval order on ties
+    best_log["fallback"] = model.images[fallback].name
+    return model.images[fallback].cam_from_world(), best_log
+
+
+def recipe_of(reference_fingerprint: str, queries_fingerprint: str, pairs: Path, features: Path, matches: Path,
+              ransac_max_error: float, covisibility_clustering: bool, name_style: str,
+              guessed_focal: Sequence[str] = ()) -> dict:
+    """What makes a results file: the model, the queries, the retrieval pairs, features, matches, PnP settings."""
+    return make_recipe("results", {"ransac_max_error": ransac_max_error, "covisibility_clustering": covisibility_clustering,
+                                   "name_style": name_style, "estimated_focal_length": list(guessed_focal)},
+                       inputs={"model": reference_fingerprint, "queries": queries_fingerprint,
+                               "pairs": input_fingerprint(pairs), "features": input_fingerprint(features),
+                               "matches": input_fingerprint(matches)})
 
 
 def main(
@@ -118,17 +163,28 @@ def main(
     ransac_max_error: float = 12.0,
     covisibility_clustering: bool = False,
     name_style: str = "full",
-    min_inliers: int = 12,
     overwrite: bool = False,
+    reference_id: Optional[str] = None,
+    guessed_focal: Iterable[str] = (),
 ) -> Path:
-    """Localize every query of ``queries`` (a list file with intrinsics, or (name, camera) pairs)."""
+    """Localize every query of ``queries`` (a list file with intrinsics, or (name, camera) pairs).
+
+    Re-uses ``results`` when it was made from the same inputs and settings; one made otherwise is
+    refused unless ``overwrite``. ``reference_id``: the model's fingerprint, when the caller knows it.
+    ``guessed_focal``: queries whose focal length is a guess (no intrinsics, no EXIF), estimated by PnP.
+    """
+    guessed_focal = set(guessed_focal)
     results = Path(results)
-    logs_file = log_path(results)
-    if results.exists() and logs_file.exists() and not overwrite:
+    if isinstance(reference_sfm, pycolmap.Reconstruction):
+        model, model_id = reference_sfm, reference_id or model_fingerprint(reference_sfm)
+    else:
+        model, model_id = load_model(reference_sfm), reference_id or input_fingerprint(reference_sfm)
+    query_list = read_query_list(queries) if isinstance(queries, (str, Path)) else list(queries)
+    recipe = recipe_of(model_id, queries_fingerprint(query_list), pairs, features, matches, ransac_max_error,
+                       covisibility_clustering, name_style, sorted(guessed_focal))
+    if not overwrite and check_reusable(results, recipe) and log_path(results).exists():
         logger.info(f"Localization: re-using {results}")
         return results
-    model = reference_sfm if isinstance(reference_sfm, pycolmap.Reconstruction) else pycolmap.Reconstruction(reference_sfm)
-    query_list = read_query_list(queries) if isinstance(queries, (str, Path)) else list(queries)
     retrieval = pairs_by_query(read_pairs(pairs))
     name_to_id = {image.name: image_id for image_id, image in model.images.items()}
     feature_reader, match_reader = FeatureReader(features), MatchReader(matches)
@@ -141,27 +197,34 @@ def main(
         db_ids = [name_to_id[n] for n in db_names]
         try:
             keypoints = feature_reader.keypoints(name)
-            pose, log = localize_query(model, name, camera, keypoints, db_ids, match_reader,
-                                       ransac_max_error, covisibility_clustering)
-        except KeyError as error:
-            pose, log = None, {"error": str(error), "num_inliers": 0, "db": db_names}
-        log["localized"] = pose is not None and log["num_inliers"] >= min_inliers
+            pose, log = localize_query(model, name, camera, keypoints, db_ids, match_reader, ransac_max_error,
+                                       covisibility_clustering, estimate_focal=name in guessed_focal)
+        except KeyError as error:  # no features or matches for this query: a failure, the others go on
+            pose, log = None, {"error": str(error), "num_inliers": 0, "db": db_names, "localized": False}
         if not log["localized"]:
             failures.append(name)
-            if db_ids:
-                pose = model.images[db_ids[0]].cam_from_world()
         if pose is not None:
             poses[result_name(name, name_style)] = pose
         logs[name] = log
     feature_reader.close()
     match_reader.close()
-    write_poses(poses, results)
-    logs_file.write_text(json.dumps({"ransac_max_error": ransac_max_error, "queries": logs}, indent=1))
-    logger.info(f"Localization: {len(query_list) - len(failures)} of {len(query_list)} queries localized "
-                f"(>= {min_inliers} inliers); results in {results}")
+    log_text = json.dumps({"ransac_max_error": ransac_max_error, "queries": logs}, indent=1)
+    with writing(results, recipe) as tmp:
+        write_text(log_path(results), log_text)
+        write_poses(poses, tmp)
+    logger.info(f"Localization: {len(query_list) - len(failures)} of {len(query_list)} queries localized by PnP; "
+                f"results in {results}")
     if failures:
-        logger.warning(f"not localized: {', '.join(failures[:10])}{' ...' if len(failures) > 10 else ''}")
+        logger.warning(f"PnP failed (reference-image pose written instead) for {len(failures)}: "
+                       f"{', '.join(failures[:10])}{' ...' if len(failures) > 10 else ''}")
     return results
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace a file's content atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def cli(argv=None):

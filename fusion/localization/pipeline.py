@@ -1,25 +1,32 @@
 """The localization pipeline: extract, pair, match, triangulate, retrieve, localize, evaluate.
 
-Every step writes hloc-layout files under ``outputs`` and is skipped when its output is already
-complete (``overwrite`` recomputes). ``backend='hloc'`` runs extraction, matching and
-localization through hloc's own functions with fusion's registered confs; triangulation always
-uses ``fusion.triangulation`` because hloc's stores UNDEFINED two-view geometries, which
-pycolmap 4 skips (0 points).
+Every step writes hloc-layout files under ``outputs``, named after their recipe's fingerprint
+(``feats-xfeat-n4096-r1024-<fingerprint>.h5``), so that two configurations in one ``outputs``
+never share a file while a step made the same way is re-used (``overwrite`` recomputes).
+``backend='hloc'`` runs extraction, matching and localization through hloc's own functions with
+fusion's registered confs; triangulation always uses ``fusion.localization.triangulation`` because
+hloc's stores UNDEFINED two-view geometries, which pycolmap 4 skips (0 points).
 """
 
 import argparse
 import copy
 import json
 import logging
+import pickle
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Set
+
+import h5py
 
 from ..features import extract, match
 from ..features.io import write_pairs
+from ..features.provenance import RECIPE_ATTR, check_reusable, fingerprint, input_fingerprint, make_recipe, writing
 from . import localize, pairs, retrieval, triangulation
-from .poses import poses_from_model, read_poses
+from .fingerprints import model_fingerprint, names_fingerprint, queries_fingerprint
+from .poses import read_poses
 from .queries import write_query_list
 from .recall import evaluate, format_table
+from .report import StepTimer, localization_report
 from .scenes import Scene
 
 logger = logging.getLogger("fusion")
@@ -31,18 +38,28 @@ def hloc_result_style(style: str) -> str:
     return "camera" if style == "camera" else "basename"
 
 
-def db_pairs(scene: Scene, outputs: Path, num: int, overwrite: bool) -> Path:
-    """Reference pairs: covisibility when the reference model has points, else nearby poses."""
-    if scene.reference.num_points3D() > 0:
-        path = outputs / f"pairs-db-covis{num}.txt"
-        if overwrite or not path.exists():
-            write_pairs(pairs.from_covisibility(scene.reference, num), path)
-    else:
-        path = outputs / f"pairs-db-poses{num}.txt"
-        if overwrite or not path.exists():
-            db_poses = poses_from_model(scene.reference)
-            write_pairs(pairs.from_poses(db_poses, db_poses, num), path)
+def named(outputs: Path, stem: str, recipe: dict, suffix: str = "") -> Path:
+    """``outputs/<stem>-<fingerprint>``: one file per way of making it."""
+    return Path(outputs) / f"{stem}-{fingerprint(recipe)[:8]}{suffix}"
+
+
+def write_pairs_once(path: Path, recipe: dict, make_pairs, overwrite: bool) -> Path:
+    if overwrite or not check_reusable(path, recipe):
+        pair_list = make_pairs()
+        with writing(path, recipe) as tmp:
+            write_pairs(pair_list, tmp)
     return path
+
+
+def db_pairs(scene: Scene, reference_id: str, outputs: Path, num: int, overwrite: bool) -> Path:
+    """Reference pairs: covisibility when the reference has 3D points (model or NVM), else nearby poses."""
+    kind = scene.reference_pairs_kind
+    inputs = {"reference": reference_id}
+    if scene.observations_source is not None:
+        inputs["observations"] = input_fingerprint(scene.observations_source)
+    recipe = make_recipe("pairs", {"method": kind, "num": num}, inputs=inputs)
+    path = named(outputs, f"pairs-db-{kind}{num}", recipe, ".txt")
+    return write_pairs_once(path, recipe, lambda: scene.reference_pairs(num), overwrite)
 
 
 def query_pairs(scene: Scene, features: Path, outputs: Path, num: int, overwrite: bool) -> Path:
@@ -51,14 +68,48 @@ def query_pairs(scene: Scene, features: Path, outputs: Path, num: int, overwrite
         if not Path(scene.loc_pairs).is_file():
             raise FileNotFoundError(f"{scene.loc_pairs}: query pairs file not found")
         return Path(scene.loc_pairs)
-    path = outputs / f"pairs-query-vlad{num}.txt"
-    if overwrite or not path.exists():
-        global_path = retrieval.main(features, scene.db_names, scene.query_names,
-                                     outputs / f"global-feats-vlad-{features.stem}.h5", overwrite=overwrite)
-        write_pairs(pairs.from_descriptors(
-            retrieval.read_global(global_path, scene.query_names), scene.query_names,
-            retrieval.read_global(global_path, scene.db_names), scene.db_names, num), path)
-    return path
+    global_path = named(outputs, "global-feats-vlad", retrieval.recipe_of(features, scene.db_names, 64, 512), ".h5")
+    retrieval.main(features, scene.db_names, scene.query_names, global_path, overwrite=overwrite)
+    recipe = make_recipe("pairs", {"method": "retrieval", "num": num},
+                         inputs={"global_descriptors": fingerprint(retrieval.recipe_of(features, scene.db_names, 64, 512)),
+                                 "queries": names_fingerprint(scene.query_names), "db": names_fingerprint(scene.db_names)})
+
+    def retrieve():
+        return pairs.from_descriptors(retrieval.read_global(global_path, scene.query_names), scene.query_names,
+                                      retrieval.read_global(global_path, scene.db_names), scene.db_names, num)
+
+    return write_pairs_once(named(outputs, f"pairs-query-vlad{num}", recipe, ".txt"), recipe, retrieve, overwrite)
+
+
+def check_inputs(scene: Scene, feature_conf: dict, matcher_conf: dict, feature: str, backend: str) -> None:
+    """Everything that would fail later, checked before any work."""
+    match.check_compatible(matcher_conf, {f"--feature {feature}": extract.output_spec(feature_conf)})
+    spaced = [n for n in scene.db_names + scene.query_names if any(c.isspace() for c in n)]
+    if spaced:
+        raise ValueError(f"image names with spaces are not supported (hloc's pairs and query-list formats split on "
+                         f"whitespace): {', '.join(repr(n) for n in spaced[:3])}; rename those images")
+    if backend == "hloc":
+        try:
+            import hloc  # noqa: F401
+        except ImportError:
+            raise ValueError("--backend hloc needs hloc, which is not on PyPI: install it as third_party/README.md "
+                             "says, or use --backend builtin") from None
+
+
+def stamp(path: Path, recipe: dict) -> None:
+    """Record ``recipe`` in an h5 file that hloc wrote."""
+    with h5py.File(path, "a") as fd:
+        fd.attrs[RECIPE_ATTR] = json.dumps(recipe, sort_keys=True)
+
+
+def failed_queries(results: Path, backend: str) -> Set[str]:
+    """Queries whose pose is a reference image's (PnP failed), from the localization log."""
+    if backend == "hloc":
+        with open(f"{results}_logs.pkl", "rb") as fd:
+            logs = pickle.load(fd)["loc"]
+        return {name for name, log in logs.items() if log.get("PnP_ret") is None}
+    logs = json.loads(localize.log_path(results).read_text())["queries"]
+    return {name for name, log in logs.items() if not log["localized"]}
 
 
 def run(
@@ -73,6 +124,8 @@ def run(
     ransac_max_error: float = 12.0,
     covisibility_clustering: bool = False,
     overwrite: bool = False,
+    device: str = "auto",
+    max_keypoints: Optional[int] = None,
 ) -> dict:
     """Localize the scene's queries; returns the output paths and, with ground truth, the recall report."""
     if backend not in BACKENDS:
@@ -80,67 +133,132 @@ def run(
     if feature not in extract.confs or matcher not in match.confs:
         raise ValueError(f"unknown feature {feature!r} or matcher {matcher!r}; "
                          f"features: {sorted(extract.confs)}, matchers: {sorted(match.confs)}")
-    outputs = Path(outputs)
-    outputs.mkdir(parents=True, exist_ok=True)
-    cameras = dict(scene.queries)
-    for group, names in scene.query_groups.items():  # per-condition query lists, as hloc writes them
-        write_query_list([(n, cameras[n]) for n in names], outputs / f"{group}_queries_with_intrinsics.txt")
     feature_conf = copy.deepcopy(extract.confs[feature])
     if checkpoint:
         feature_conf["model"]["checkpoint"] = str(checkpoint)
+    if max_keypoints:
+        feature_conf["model"]["max_keypoints"] = max_keypoints
     matcher_conf = match.confs[matcher]
-    tag = f"{feature}_{matcher}"
-    features = outputs / f"{feature_conf['output']}.h5"
+    check_inputs(scene, feature_conf, matcher_conf, feature, backend)
+    outputs = Path(outputs)
+    outputs.mkdir(parents=True, exist_ok=True)
+    timer = StepTimer()
+    cameras = dict(scene.queries)
+    for group, names in scene.query_groups.items():  # per-condition query lists, as hloc writes them
+        write_query_list([(n, cameras[n]) for n in names], outputs / f"{group}_queries_with_intrinsics.txt")
     names = scene.db_names + scene.query_names
+    features_recipe = extract.recipe_of(feature_conf)
+    features_recipe["conf"]["writer"] = backend  # hloc stores keypoints in float16: not the same file
+    features = named(outputs, feature_conf["output"], features_recipe, ".h5")
     if backend == "hloc":
         from hloc import extract_features, localize_sfm, match_features
 
         from ..hloc import register
 
         register()
-        extract_features.main(feature_conf, scene.images, image_list=names, feature_path=features,
-                              overwrite=overwrite)
-
-        def match_fn(pair_path, match_path):
-            return match_features.main(matcher_conf, pair_path, features, matches=match_path, overwrite=overwrite)
+        if overwrite or not check_reusable(features, features_recipe):
+            extract_features.main(feature_conf, scene.images, image_list=names, feature_path=features,
+                                  overwrite=True)
+            stamp(features, features_recipe)
     else:
-        extract.main(feature_conf, scene.images, image_list=names, feature_path=features,
-                     overwrite=overwrite, raise_on_failure=False)
-
-        def match_fn(pair_path, match_path):
-            return match.main(matcher_conf, pair_path, features, match_path, overwrite=overwrite,
-                              raise_on_failure=False)
-
-    sfm_pairs = db_pairs(scene, outputs, num_db_pairs, overwrite)
-    sfm_matches = match_fn(sfm_pairs, outputs / f"matches-{tag}-db.h5")
-    model = triangulation.main(outputs / f"sfm_{tag}", scene.reference, scene.images, sfm_pairs,
-                               features, sfm_matches, overwrite=overwrite)
-    loc_pairs = query_pairs(scene, features, outputs, num_loc_pairs, overwrite)
-    loc_matches = match_fn(loc_pairs, outputs / f"matches-{tag}-query.h5")
-    results = outputs / f"results_{tag}_{backend}.txt"
-    style = scene.name_style
+        extract.main(feature_conf, scene.images, image_list=names, feature_path=features, overwrite=overwrite,
+                     raise_on_failure=False, device=device)
+    timer.lap("extract features")
+    matches_recipe = match.recipe_of(matcher_conf, features, None)
+    matches_recipe["conf"]["writer"] = backend
+    matches = named(outputs, f"matches-{matcher}", matches_recipe, ".h5")
     if backend == "hloc":
-        style = hloc_result_style(style)
-        query_list = write_query_list(scene.queries, outputs / "queries_with_intrinsics.txt")
-        if overwrite or not results.exists():
-            localize_sfm.main(model, query_list, loc_pairs, features, loc_matches, results,
-                              ransac_thresh=ransac_max_error, covisibility_clustering=covisibility_clustering,
-                              prepend_camera_name=style == "camera")
+        if overwrite and matches.exists():
+            matches.unlink()
+
+        def match_pairs(pair_path):
+            check_reusable(matches, matches_recipe)
+            match_features.main(matcher_conf, pair_path, features, matches=matches)
+            stamp(matches, matches_recipe)
     else:
-        localize.main(model, scene.queries, loc_pairs, features, loc_matches, results, ransac_max_error,
-                      covisibility_clustering, style, overwrite=overwrite)
-    out = {"features": features, "sfm": outputs / f"sfm_{tag}", "results": results, "model": model,
-           "loc_pairs": loc_pairs, "loc_matches": loc_matches}
+        def match_pairs(pair_path):
+            match.main(matcher_conf, pair_path, features, matches=matches, overwrite=overwrite,
+                       raise_on_failure=False, device=device)
+
+    reference_id = model_fingerprint(scene.reference)
+    sfm_pairs = db_pairs(scene, reference_id, outputs, num_db_pairs, overwrite)
+    match_pairs(sfm_pairs)
+    timer.lap("match reference pairs")
+    sfm_recipe = triangulation.recipe_of(reference_id, sfm_pairs, features, matches, 4.0, None)
+    sfm_dir = named(outputs, "sfm", sfm_recipe)
+    model = triangulation.main(sfm_dir, scene.reference, scene.images, sfm_pairs, features, matches,
+                               overwrite=overwrite, reference_id=reference_id)
+    timer.lap("triangulate")
+    loc_pairs = query_pairs(scene, features, outputs, num_loc_pairs, overwrite)
+    timer.lap("query pairs (retrieval)")
+    match_pairs(loc_pairs)
+    timer.lap("match queries")
+    style = hloc_result_style(scene.name_style) if backend == "hloc" else scene.name_style
+    results_recipe = localize.recipe_of(fingerprint(sfm_recipe), queries_fingerprint(scene.queries), loc_pairs, features,
+                                        matches, ransac_max_error, covisibility_clustering, style,
+                                        sorted(scene.guessed_focal))
+    results_recipe["conf"]["backend"] = backend
+    results = named(outputs, f"results_{feature}_{matcher}_{backend}", results_recipe, ".txt")
+    if backend == "hloc":
+        query_list = write_query_list(scene.queries, outputs / "queries_with_intrinsics.txt")
+        if overwrite or not check_reusable(results, results_recipe):
+            with writing(results, results_recipe) as tmp:
+                localize_sfm.main(model, query_list, loc_pairs, features, matches, tmp,
+                                  ransac_thresh=ransac_max_error, covisibility_clustering=covisibility_clustering,
+                                  prepend_camera_name=style == "camera")
+                Path(f"{tmp}_logs.pkl").replace(f"{results}_logs.pkl")
+    else:
+        localize.main(model, scene.queries, loc_pairs, features, matches, results, ransac_max_error,
+                      covisibility_clustering, style, overwrite=overwrite, reference_id=fingerprint(sfm_recipe),
+                      guessed_focal=scene.guessed_focal)
+    timer.lap("localize")
+    out = {"features": features, "sfm": sfm_dir, "results": results, "model": model, "loc_pairs": loc_pairs,
+           "matches": matches, "loc_matches": matches, "name_style": style, "timings": timer.steps,
+           "settings": {"scene": scene.name, "images": str(scene.images), "feature": feature_conf,
+                        "matcher": matcher_conf, "backend": backend, "num_db_pairs": num_db_pairs,
+                        "num_loc_pairs": num_loc_pairs, "pairs": scene.loc_pairs and str(scene.loc_pairs),
+                        "ransac_max_error": ransac_max_error, "covisibility_clustering": covisibility_clustering,
+                        "fingerprint": fingerprint(results_recipe)}}
     if scene.ground_truth:
         rename = {name: localize.result_name(name, style) for name in scene.ground_truth}
         truth = {rename[n]: pose for n, pose in scene.ground_truth.items()}
         groups = {g: [rename[n] for n in names if n in rename] for g, names in scene.query_groups.items()}
-        report = evaluate(read_poses(results), truth, groups)
-        report_path = outputs / f"recall_{tag}_{backend}.json"
+        failed = {localize.result_name(n, style) for n in failed_queries(results, backend)}
+        report = evaluate(read_poses(results), truth, groups, failed)
+        report_path = results.with_name(results.stem.replace("results_", "recall_", 1) + ".json")
         report_path.write_text(json.dumps(report, indent=1))
         print(format_table(report))
         out.update(report=report, report_path=report_path)
+        timer.lap("evaluate")
+    out["report_html"] = localization_report(scene, out)
     return out
+
+
+def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xfeat", checkpoint: Optional[Path] = None,
+                           overwrite: bool = False, **options) -> dict:
+    """``run`` in two passes: the map with plain XFeat, a stability head learned from that map's tracks
+    (``fusion.training.map_stability``), then localization with ``fused_xfeat`` and that head.
+
+    The second pass re-extracts the database with the fused model too (measured against keeping the
+    plain database in the README). The passes' outputs differ in their recipes (the checkpoint's
+    checksum), so their files never mix; the returned dict adds ``map`` (the first pass) and
+    ``stability_checkpoint``.
+    """
+    from ..training import map_stability
+
+    if feature != "fused_xfeat":
+        raise ValueError(f"--learn-stability trains fused_xfeat's stability head; use --feature fused_xfeat, not {feature}")
+    first = run(scene, outputs, feature="xfeat", overwrite=overwrite, **options)
+    recipe = make_recipe("stability_checkpoint", map_stability.default_conf,
+                         [checkpoint] if checkpoint else [],
+                         {"map": input_fingerprint(first["sfm"]), "features": input_fingerprint(first["features"])})
+    learned = named(outputs, "fused_xfeat-stability", recipe, ".pt")
+    if overwrite or not check_reusable(learned, recipe):
+        with writing(learned, recipe) as tmp:
+            map_stability.main(first["sfm"], first["features"], scene.images, tmp, base_checkpoint=checkpoint)
+    second = run(scene, outputs, feature="fused_xfeat", checkpoint=learned, overwrite=overwrite, **options)
+    second.update(map=first, stability_checkpoint=learned)
+    return second
 
 
 def pipeline_parser(description: str, outputs: str) -> argparse.ArgumentParser:
@@ -149,6 +267,10 @@ def pipeline_parser(description: str, outputs: str) -> argparse.ArgumentParser:
     parser.add_argument("--feature", default="fused_xfeat", choices=sorted(extract.confs))
     parser.add_argument("--matcher", default="xfeat_mnn", choices=sorted(match.confs))
     parser.add_argument("--checkpoint", type=Path, help="fused checkpoint for fused_xfeat")
+    parser.add_argument("--max-keypoints", type=int, help="keypoints per image (default: the feature conf's)")
+    parser.add_argument("--learn-stability", action="store_true",
+                        help="with fused_xfeat: build the map with plain XFeat, learn the stability head from its "
+                             "tracks, then localize with it (two passes)")
     parser.add_argument("--pairs", type=Path, help="query pairs file (default: VLAD retrieval)")
     parser.add_argument("--num-db-pairs", type=int, default=20)
     parser.add_argument("--num-loc-pairs", type=int, default=20)
@@ -156,6 +278,7 @@ def pipeline_parser(description: str, outputs: str) -> argparse.ArgumentParser:
     parser.add_argument("--covisibility-clustering", action="store_true")
     parser.add_argument("--backend", choices=BACKENDS, default="builtin")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished steps")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     return parser
 
 
@@ -163,4 +286,9 @@ def pipeline_options(args) -> dict:
     return dict(feature=args.feature, matcher=args.matcher, backend=args.backend, checkpoint=args.checkpoint,
                 num_db_pairs=args.num_db_pairs, num_loc_pairs=args.num_loc_pairs,
                 ransac_max_error=args.ransac_max_error, covisibility_clustering=args.covisibility_clustering,
-                overwrite=args.overwrite)
+                overwrite=args.overwrite, device=args.device, max_keypoints=args.max_keypoints)
+
+
+def run_from_args(scene: Scene, args) -> dict:
+    """The pipelines' entry: ``run``, or ``run_learning_stability`` with ``--learn-stability``."""
+    return (run_learning_stability if args.learn_stability else run)(scene, args.outputs, **pipeline_options(args))

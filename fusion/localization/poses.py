@@ -10,9 +10,20 @@ from typing import Dict, Tuple
 import numpy as np
 import pycolmap
 
+MAX_QUATERNION_NORM_ERROR = 0.01  # files print quaternions to a few decimals; beyond this it is not a rotation
+
 
 def rigid_from_qt(qvec_wxyz, tvec) -> pycolmap.Rigid3d:
-    w, x, y, z = np.asarray(qvec_wxyz, float)
+    """A pose from a (qw, qx, qy, qz) quaternion, normalised (files round them), and a translation.
+
+    A quaternion far from unit norm is not a rotation written with few decimals but a wrong
+    column or format: it raises ValueError.
+    """
+    quaternion = np.asarray(qvec_wxyz, float)
+    norm = np.linalg.norm(quaternion)
+    if not abs(norm - 1) <= MAX_QUATERNION_NORM_ERROR:
+        raise ValueError(f"quaternion {quaternion.tolist()} has norm {norm:.4g}, not 1: expected qw qx qy qz")
+    w, x, y, z = quaternion / norm
     return pycolmap.Rigid3d(pycolmap.Rotation3d(np.array([x, y, z, w])), np.asarray(tvec, float))
 
 
@@ -33,7 +44,10 @@ def read_poses(path: Path) -> Dict[str, pycolmap.Rigid3d]:
         words = line.split()
         if len(words) != 8:
             raise ValueError(f"{path}:{number}: expected 'name qw qx qy qz tx ty tz', got {line!r}")
-        poses[words[0]] = rigid_from_qt(words[1:5], words[5:8])
+        try:
+            poses[words[0]] = rigid_from_qt(words[1:5], words[5:8])
+        except ValueError as error:
+            raise ValueError(f"{path}:{number}: {error}") from None
     return poses
 
 

@@ -34,18 +34,27 @@ def evaluate(
     estimates: Dict[str, pycolmap.Rigid3d],
     truth: Dict[str, pycolmap.Rigid3d],
     groups: Optional[Dict[str, Iterable[str]]] = None,
+    failed: Iterable[str] = (),
 ) -> dict:
-    """Per-query errors and recall overall and per group (e.g. day / night) of the queries in ``truth``."""
-    errors = {
-        name: pose_error(estimates[name], gt) if name in estimates else (float("inf"), float("inf"))
-        for name, gt in truth.items()
-    }
+    """Per-query errors and recall overall and per group (e.g. day / night) of the queries in ``truth``.
+
+    A query without an estimate, or in ``failed`` (its pose is a fallback, not a localization),
+    counts with an infinite error; ``per_query`` keeps the fallback's real error for inspection.
+    """
+    failed = set(failed)
+    measured = {name: pose_error(estimates[name], gt) for name, gt in truth.items() if name in estimates}
+    errors = {name: measured[name] if name in measured and name not in failed else (float("inf"), float("inf"))
+              for name in truth}
     report = {"all": recall_stats(list(errors.values()))}
     for group, names in (groups or {}).items():
         members = [errors[n] for n in names if n in errors]
         if members:
             report[group] = recall_stats(members)
-    report["per_query"] = {n: {"rotation_deg": r, "position_m": t} for n, (r, t) in errors.items()}
+    report["per_query"] = {
+        name: {"rotation_deg": measured.get(name, (float("inf"),) * 2)[0],
+               "position_m": measured.get(name, (float("inf"),) * 2)[1], "localized": name not in failed}
+        for name in truth
+    }
     return report
 
 

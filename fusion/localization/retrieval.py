@@ -13,9 +13,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..features.h5 import ResumableH5Writer
+from ..features.h5 import H5Writer
+from ..features.provenance import input_fingerprint, make_recipe
+from .fingerprints import names_fingerprint
 
 logger = logging.getLogger("fusion")
+CODEBOOK = "vlad_codebook"  # a root attribute: hloc reads every group as an image
 
 
 def kmeans(samples: torch.Tensor, clusters: int, iterations: int = 20, seed: int = 0) -> torch.Tensor:
@@ -49,20 +52,32 @@ def read_descriptors(fd: h5py.File, name: str) -> torch.Tensor:
     return torch.nn.functional.normalize(desc, dim=1)
 
 
+def recipe_of(features: Path, db_names: Sequence[str], clusters: int, samples_per_image: int) -> dict:
+    """What makes global descriptors: the local features, and the codebook's images and size."""
+    return make_recipe("global_descriptors", {"method": "vlad", "clusters": clusters,
+                                              "samples_per_image": samples_per_image},
+                       inputs={"features": input_fingerprint(features), "codebook_images": names_fingerprint(db_names)})
+
+
 def main(
     features: Path, db_names: Sequence[str], query_names: Sequence[str], output: Path,
     clusters: int = 64, samples_per_image: int = 512, overwrite: bool = False,
 ) -> Path:
-    """Global descriptors of db and query images; the codebook is learned on the db images."""
+    """Global descriptors of db and query images; the codebook is learned on the db images and kept
+    in the output (attribute ``vlad_codebook``), so that images added later are described with the same one."""
     output = Path(output)
-    codebook_path = output.with_suffix(".codebook.npy")
-    writer = ResumableH5Writer(output, ["global_descriptor"], overwrite)
-    names = [n for n in [*db_names, *query_names] if n not in writer.done]
+    writer = H5Writer(output, ["global_descriptor"], recipe_of(features, db_names, clusters, samples_per_image),
+                      overwrite)
+    names = [n for n in dict.fromkeys([*db_names, *query_names]) if n not in writer.done]
     if not names:
         return output
-    with h5py.File(features, "r") as fd:
-        if codebook_path.exists() and not overwrite:
-            centres = torch.from_numpy(np.load(codebook_path))
+    stored = None
+    if output.exists():
+        with h5py.File(output, "r") as existing:
+            stored = existing.attrs.get(CODEBOOK)
+    with h5py.File(features, "r") as fd, writer:
+        if stored is not None:
+            centres = torch.from_numpy(np.asarray(stored))
         else:
             generator = torch.Generator().manual_seed(0)
             samples = []
@@ -71,10 +86,9 @@ def main(
                 samples.append(desc[torch.randperm(len(desc), generator=generator)[:samples_per_image]])
             samples = torch.cat(samples)
             centres = kmeans(samples, min(clusters, len(samples)))
-            np.save(codebook_path, centres.numpy())
-        with writer:
-            for name in tqdm(names, desc="retrieval", unit="img"):
-                writer.write(name, {"global_descriptor": vlad(read_descriptors(fd, name), centres).numpy()})
+            writer.write_file_attrs({CODEBOOK: centres.numpy()})
+        for name in tqdm(names, desc="retrieval", unit="img"):
+            writer.write(name, {"global_descriptor": vlad(read_descriptors(fd, name), centres).numpy()})
     logger.info(f"Retrieval: VLAD-{len(centres)} descriptors of {len(names)} images in {output}")
     return output
 

@@ -18,6 +18,8 @@ from tqdm import tqdm
 from ..features.errors import run_cli
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import read_pairs
+from ..features.provenance import check_reusable, input_fingerprint, make_recipe, writing
+from .fingerprints import model_fingerprint, pairs_fingerprint
 from .reference_models import load_model
 
 logger = logging.getLogger("fusion")
@@ -66,27 +68,32 @@ def epipolar_distances(cam1_from_cam0: pycolmap.Rigid3d, points0: np.ndarray, po
     return residual / np.linalg.norm(lines0[:, :2], axis=1), residual / np.linalg.norm(lines1[:, :2], axis=1)
 
 
-def verify_with_poses(reference, id0, id1, keypoints0, keypoints1, matches, max_error: float):
-    """Matches whose epipolar distance under the known poses is below ``max_error`` pixels."""
+def verify_with_poses(reference, id0, id1, keypoints0, keypoints1, matches, max_error0: float, max_error1: float):
+    """Matches whose epipolar distance under the known poses is below ``max_error{0,1}`` pixels in each image."""
     image0, image1 = reference.images[id0], reference.images[id1]
     camera0, camera1 = reference.cameras[image0.camera_id], reference.cameras[image1.camera_id]
     points0 = camera0.cam_from_img(keypoints0[matches[:, 0]] + COLMAP_PIXEL_OFFSET)
     points1 = camera1.cam_from_img(keypoints1[matches[:, 1]] + COLMAP_PIXEL_OFFSET)
     cam1_from_cam0 = image1.cam_from_world() * image0.cam_from_world().inverse()
     errors0, errors1 = epipolar_distances(cam1_from_cam0, points0, points1)
-    valid = (errors0 <= camera0.cam_from_img_threshold(max_error)) & (
-        errors1 <= camera1.cam_from_img_threshold(max_error)
+    valid = (errors0 <= camera0.cam_from_img_threshold(max_error0)) & (
+        errors1 <= camera1.cam_from_img_threshold(max_error1)
     )
     return matches[valid]
 
 
 def import_features_and_matches(reference, image_ids, database, pairs, features, matches, max_error):
-    """Keypoints of every reference image, raw and pose-verified matches of every pair."""
+    """Keypoints of every reference image, raw and pose-verified matches of every pair.
+
+    As in hloc, each image's threshold is ``max_error`` times its keypoints' ``uncertainty`` (the
+    resize factor of the extraction), so that it stays the same in the network's pixels.
+    """
     feature_reader, match_reader = FeatureReader(features), MatchReader(matches)
     missing = [name for name in image_ids if name not in feature_reader.fd]
     if missing:
         raise ValueError(f"{features}: no features for {len(missing)} reference images, e.g. {missing[:3]}")
     keypoints = {name: feature_reader.keypoints(name) for name in image_ids}
+    thresholds = {name: max_error * feature_reader.uncertainty(name) for name in image_ids}
     feature_reader.close()
     inlier_counts, seen = [], set()
     with pycolmap.Database.open(database) as db:
@@ -102,7 +109,8 @@ def import_features_and_matches(reference, image_ids, database, pairs, features,
             pair_matches = match_reader.matches(name0, name1)[0]
             db.write_matches(id0, id1, pair_matches)
             inliers = (
-                verify_with_poses(reference, id0, id1, keypoints[name0], keypoints[name1], pair_matches, max_error)
+                verify_with_poses(reference, id0, id1, keypoints[name0], keypoints[name1], pair_matches,
+                                  thresholds[name0], thresholds[name1])
                 if len(pair_matches) else pair_matches
             )
             geometry = pycolmap.TwoViewGeometry()
@@ -112,6 +120,19 @@ def import_features_and_matches(reference, image_ids, database, pairs, features,
             inlier_counts.append(len(inliers))
     match_reader.close()
     return np.array(inlier_counts)
+
+
+class TriangulationError(ValueError):
+    """Triangulation produced no 3D points; the message says what the verification found."""
+
+
+def recipe_of(reference_id: str, pairs, features: Path, matches: Path, max_error: float,
+              min_track_angle: Optional[float]) -> dict:
+    """What makes a triangulated model: the reference, pairs, features, matches and thresholds."""
+    return make_recipe("sfm", {"max_error": max_error, "min_track_angle": min_track_angle},
+                       inputs={"reference": reference_id, "pairs": pairs_fingerprint(pairs),
+                               "features": input_fingerprint(features),
+                               "matches": input_fingerprint(matches)})
 
 
 def main(
@@ -125,34 +146,43 @@ def main(
     overwrite: bool = False,
     verbose: bool = False,
     min_track_angle: Optional[float] = None,
+    reference_id: Optional[str] = None,
 ) -> pycolmap.Reconstruction:
-    """Triangulate ``reference_model``'s images into ``sfm_dir``; re-uses a finished model."""
+    """Triangulate ``reference_model``'s images into ``sfm_dir``; re-uses a model made the same way.
+
+    ``reference_id``: the reference's fingerprint, when the caller knows it.
+    """
     sfm_dir = Path(sfm_dir)
-    if not overwrite and (sfm_dir / "points3D.bin").exists():
+    if isinstance(reference_model, pycolmap.Reconstruction):
+        reference, reference_id = reference_model, reference_id or model_fingerprint(reference_model)
+    else:
+        reference, reference_id = load_model(reference_model), reference_id or input_fingerprint(reference_model)
+    recipe = recipe_of(reference_id, pairs, features, matches, max_error, min_track_angle)
+    if not overwrite and check_reusable(sfm_dir, recipe):
         model = pycolmap.Reconstruction(sfm_dir)
-        if model.num_points3D() > 0:
-            logger.info(f"Triangulation: re-using {sfm_dir} ({model.num_points3D()} points)")
-            return model
-    reference = reference_model if isinstance(reference_model, pycolmap.Reconstruction) else load_model(reference_model)
-    sfm_dir.mkdir(parents=True, exist_ok=True)
-    database = sfm_dir / "database.db"
-    image_ids = create_database(reference, database)
+        logger.info(f"Triangulation: re-using {sfm_dir} ({model.num_points3D()} points)")
+        return model
     pair_list = read_pairs(pairs) if isinstance(pairs, (str, Path)) else list(pairs)
-    inliers = import_features_and_matches(reference, image_ids, database, pair_list, features, matches, max_error)
-    options = pycolmap.IncrementalPipelineOptions()
-    options.extract_colors = Path(image_dir).is_dir()
-    if min_track_angle is not None:
-        options.triangulation.min_angle = min_track_angle
-    with quiet_colmap(verbose):
-        model = pycolmap.triangulate_points(reference, database, image_dir, sfm_dir, options=options)
-    if model.num_points3D() == 0:
-        verified = int((inliers > 0).sum()) if len(inliers) else 0
-        raise RuntimeError(
-            f"triangulation of {sfm_dir} produced no 3D points: {len(inliers)} pairs, {verified} with "
-            f"pose-verified matches ({int(inliers.sum()) if len(inliers) else 0} in all). Check that the pairs "
-            "overlap, that features and matches belong to these images, and that the reference poses "
-            "are world-to-camera."
-        )
+    with writing(sfm_dir, recipe, folder=True) as tmp:
+        database = tmp / "database.db"
+        image_ids = create_database(reference, database)
+        inliers = import_features_and_matches(reference, image_ids, database, pair_list, features, matches, max_error)
+        options = pycolmap.IncrementalPipelineOptions()
+        options.extract_colors = Path(image_dir).is_dir()
+        if min_track_angle is not None:
+            options.triangulation.min_angle = min_track_angle
+        with quiet_colmap(verbose):
+            # triangulate_points adds the points to the reconstruction it is given: keep the caller's intact
+            model = pycolmap.triangulate_points(pycolmap.Reconstruction(reference), database, image_dir, tmp,
+                                                options=options)
+        if model.num_points3D() == 0:
+            verified = int((inliers > 0).sum()) if len(inliers) else 0
+            raise TriangulationError(
+                f"triangulation of {sfm_dir} produced no 3D points: {len(inliers)} pairs, {verified} with "
+                f"pose-verified matches ({int(inliers.sum()) if len(inliers) else 0} in all). Check that the pairs "
+                "overlap, that features and matches belong to these images, and that the reference poses "
+                "are world-to-camera."
+            )
     logger.info(f"Triangulation: {model.num_points3D()} points, mean track length "
                 f"{model.compute_mean_track_length():.2f}, from {len(inliers)} pairs")
     return model

@@ -1,0 +1,70 @@
+"""Join the parts of a sharded extraction or matching into one file.
+
+``python -m fusion.merge --output FEATURES.h5 part1.h5 part2.h5 ...``
+
+The parts (``fusion.extract ... --shard I/N``, ``fusion.match ... --shard I/N``) must have been made
+the same way (same recipe); the result holds every group once and equals what one unsharded run
+writes. Merging is resumable: groups already in the output are skipped.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+from typing import List
+
+import h5py
+from tqdm import tqdm
+
+from .errors import run_cli
+from .h5 import H5Writer, complete_keys
+from .provenance import differences, fingerprint, read_recipe
+
+logger = logging.getLogger("fusion")
+
+REQUIRED = {"features": ("keypoints", "descriptors"), "matches": ("matches0",), "global_descriptors": ("global_descriptor",)}
+
+
+def main(output: Path, parts: List[Path], overwrite: bool = False) -> Path:
+    parts = [Path(part) for part in parts]
+    if not parts:
+        raise ValueError("give the part files to merge")
+    recipes = []
+    for part in parts:
+        if not part.is_file():
+            raise FileNotFoundError(f"{part}: part file not found")
+        recipe = read_recipe(part)
+        if recipe is None or recipe.get("kind") not in REQUIRED:
+            raise ValueError(f"{part}: not a features or matches file written by fusion (no recipe); cannot check it")
+        recipes.append(recipe)
+    for part, recipe in zip(parts[1:], recipes[1:]):
+        if fingerprint(recipe) != fingerprint(recipes[0]):
+            changes = differences(recipes[0], recipe)
+            raise ValueError(f"{part} was made differently from {parts[0]} ({'; '.join(changes[:3])}); "
+                             "only parts of one run can be merged")
+    required = REQUIRED[recipes[0]["kind"]]
+    writer = H5Writer(output, required, recipes[0], overwrite)
+    copied = 0
+    with writer:
+        for part in parts:
+            with h5py.File(part, "r") as source:
+                keys = sorted(complete_keys(source, required) - writer.done)
+                for key in tqdm(keys, desc=f"merge {part.name}", unit="group"):
+                    group = source[key]
+                    writer.write(key, {name: group[name][()] for name in group},
+                                 {name: dict(group[name].attrs) for name in group if group[name].attrs})
+                    copied += 1
+    logger.info(f"Merge: {copied} groups from {len(parts)} parts into {output} ({len(writer.done)} in all)")
+    return Path(output)
+
+
+def cli(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, required=True, help="the merged .h5 to write")
+    parser.add_argument("parts", type=Path, nargs="+", help="the part files")
+    parser.add_argument("--overwrite", action="store_true", help="start --output afresh")
+    args = parser.parse_args(argv)
+    main(args.output, args.parts, args.overwrite)
+
+
+if __name__ == "__main__":
+    run_cli(cli)

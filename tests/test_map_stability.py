@@ -1,0 +1,77 @@
+"""Stability learned from a reference map: labels from track lengths, the trained head, the pipeline flag."""
+
+import numpy as np
+import pycolmap
+import pytest
+import torch
+
+from fusion.features.fused import load_checkpoint
+from fusion.localization import pipeline
+from fusion.localization.demo_scene import look_pose
+from fusion.localization.reference_models import model_from_poses
+from fusion.training import map_stability
+from fusion.training.data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
+
+CAMERA = pycolmap.Camera(model="PINHOLE", width=64, height=48, params=np.array([50.0, 50, 32, 24]))
+
+
+def map_with_tracks(keypoints: np.ndarray, tracks) -> pycolmap.Reconstruction:
+    """Three images with the same ``keypoints``; ``tracks``: per 3D point, (keypoint index, images seeing it)."""
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    model = model_from_poses({n: look_pose([i, 0, 0], 0, 0) for i, n in enumerate(names)}, {n: CAMERA for n in names})
+    for name in names:
+        model.find_image_with_name(name).points2D = pycolmap.Point2DList([pycolmap.Point2D(xy) for xy in keypoints])
+    for index, seen_by in tracks:
+        track = pycolmap.Track()
+        for name in seen_by:
+            track.add_element(model.find_image_with_name(f"{name}.jpg").image_id, index)
+        model.add_point3D(np.array([0.0, 0, 5]), track)
+    return model
+
+
+def test_track_lengths_give_the_stability_classes():
+    keypoints = np.array([[3.0, 3.0], [12.0, 4.0], [20.0, 20.0], [5.0, 6.0], [40.0, 30.0]])
+    # keypoint 0: seen in 3 images; 1: in 2; 2 and 3: never triangulated; 4: in 2, then in 3 by another point
+    model = map_with_tracks(keypoints, [(0, "abc"), (1, "ab"), (4, "bc")])
+    model_a = model.find_image_with_name("a.jpg")
+    classes = map_stability.keypoint_classes(model, model_a, 5, "f.h5")
+    assert classes.tolist() == [STABLE, SHORT_TERM, UNSTABLE, UNSTABLE, UNSTABLE]  # a does not see point 4
+    labels = map_stability.cell_labels(keypoints, classes, (6, 8))  # 48 x 64 pixels in 8 x 8 cells
+    expected = np.full((6, 8), IGNORE)
+    expected[0, 0] = STABLE  # keypoints 0 (stable) and 3 (unstable) share a cell: the most stable wins
+    expected[0, 1] = SHORT_TERM
+    expected[2, 2] = UNSTABLE
+    expected[3, 5] = UNSTABLE
+    assert np.array_equal(labels, expected)
+    with pytest.raises(ValueError, match="3 keypoints in the model but 5 in f.h5"):
+        short = map_with_tracks(keypoints[:3], [])
+        map_stability.keypoint_classes(short, short.find_image_with_name("a.jpg"), 5, "f.h5")
+
+
+def test_the_head_learns_separable_classes_and_reports_held_out_accuracy():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 64, generator=generator)
+    labels = torch.randint(0, 3, (3000,), generator=generator)
+    labels[:2400] = STABLE  # imbalanced, as maps are: the class weights must keep the rare classes
+    cells = torch.nn.functional.normalize(centres[labels] + 0.3 * torch.randn(3000, 64, generator=generator), dim=1)
+    fused = map_stability.FusedXFeat()
+    fused.requires_grad_(False)
+    fused.stability_head.requires_grad_(True)
+    map_stability.train_head(fused, cells, labels, {**map_stability.default_conf, "steps": 150, "batch_cells": 1024})
+    with torch.no_grad():
+        accuracy = map_stability.per_class_accuracy(fused.stability_head(cells[:, :, None, None])[:, :, 0, 0], labels)
+    assert min(accuracy.values()) > 0.95
+
+
+def test_learn_stability_on_the_demo_writes_a_trained_checkpoint_and_localizes(small_demo, tmp_path):
+    scene, _ = small_demo
+    out = pipeline.run_learning_stability(scene, tmp_path, num_db_pairs=4, num_loc_pairs=5, max_keypoints=1024)
+    checkpoint = load_checkpoint(out["stability_checkpoint"])
+    assert bool(checkpoint.stability_trained)
+    payload = torch.load(out["stability_checkpoint"], weights_only=False)
+    assert set(payload["training"]["val_accuracy"]) == {"unstable", "short_term", "stable"}
+    assert out["map"]["features"] != out["features"] and out["map"]["sfm"] != out["sfm"]  # two passes, two files
+    assert out["report"]["day"]["recall@0.25m,2deg"] == 1.0
+    again = pipeline.run_learning_stability(scene, tmp_path, num_db_pairs=4, num_loc_pairs=5, max_keypoints=1024)
+    assert again["stability_checkpoint"] == out["stability_checkpoint"]
+    assert again["results"].stat().st_mtime_ns == out["results"].stat().st_mtime_ns  # nothing recomputed

@@ -1,0 +1,249 @@
+"""Nothing stale, nothing lost, one clear line: fingerprinted outputs, crash-safe writes, strict inputs, PnP."""
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pycolmap
+import pytest
+
+from fusion.features import extract, match
+from fusion.features.errors import BatchError
+from fusion.features.fused import FusedXFeat, save_checkpoint
+from fusion.features.h5 import FeatureReader, H5Writer
+from fusion.features.io import read_pairs
+from fusion.features.journal import JournaledFile, journal_path
+from fusion.features.provenance import StaleOutputError, make_recipe
+from fusion.localization import localize, pipeline, triangulation
+from fusion.localization.demo_scene import look_pose
+from fusion.localization.poses import read_poses
+from fusion.localization.reference_models import model_from_poses
+
+
+def small_conf(name="xfeat", keypoints=256):
+    conf = extract.confs[name]
+    return {**conf, "model": {**conf["model"], "max_keypoints": keypoints}}
+
+
+def fusion_cli(*args):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
+
+
+def test_changed_settings_are_refused_naming_the_setting(tmp_path, image_folder):
+    path = tmp_path / "f.h5"
+    extract.main(small_conf(keypoints=256), image_folder, feature_path=path, image_list=["a.jpg"], workers=0)
+    with pytest.raises(StaleOutputError, match=r"conf\.model\.max_keypoints: 256 -> 128.*--overwrite"):
+        extract.main(small_conf(keypoints=128), image_folder, feature_path=path, workers=0)
+    checkpoint = save_checkpoint(FusedXFeat(), tmp_path / "fused.pt")
+    fused = small_conf("fused_xfeat")
+    fused["model"] = {**fused["model"], "checkpoint": str(checkpoint)}
+    with pytest.raises(StaleOutputError, match="weights"):
+        extract.main(fused, image_folder, feature_path=path, workers=0)
+    result = fusion_cli("fusion.extract", "--conf", "xfeat", "--max-keypoints", "128", "--images", str(image_folder),
+                        "--output", str(path), "--workers", "0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "max_keypoints: 256 -> 128" in result.stderr
+    with h5py.File(path, "r") as fd:  # the refused runs changed nothing
+        assert list(fd.keys()) == ["a.jpg"] and fd["a.jpg/keypoints"].shape == (256, 2)
+    extract.main(small_conf(keypoints=128), image_folder, feature_path=path, overwrite=True, workers=0)
+    with h5py.File(path, "r") as fd:
+        assert fd["a.jpg/keypoints"].shape == (128, 2) and sorted(fd.keys()) == ["a.jpg", "b.png", "sub"]
+
+
+def test_matches_know_their_features(tmp_path, image_folder):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a.jpg b.png\n")
+    features = [extract.main(small_conf(keypoints=k), image_folder, feature_path=tmp_path / f"f{k}.h5",
+                             image_list=["a.jpg", "b.png"], workers=0) for k in (256, 128)]
+    matches = match.main(match.confs["xfeat_mnn"], pairs, features[0], matches=tmp_path / "m.h5")
+    with pytest.raises(StaleOutputError, match=r"inputs\.features"):
+        match.main(match.confs["xfeat_mnn"], pairs, features[1], matches=matches)
+    # hloc's argument order: conf, pairs, features, export_dir, matches
+    named = match.main(match.confs["xfeat_mnn"], pairs, features[1], tmp_path / "export")
+    assert named == tmp_path / "export" / "f128_matches-xfeat-mnn_pairs.h5"
+
+
+def test_pipeline_names_outputs_by_what_made_them():
+    with_head = small_conf("fused_xfeat")
+    with_head["model"] = {**with_head["model"], "checkpoint": __file__}  # any file: its checksum counts
+    names = {pipeline.named("out", "feats", extract.recipe_of(conf), ".h5")
+             for conf in (small_conf("xfeat"), small_conf("fused_xfeat"), with_head, small_conf(keypoints=512))}
+    assert len(names) == 4
+
+
+def write_groups(path, keys, recipe):
+    writer = H5Writer(path, ["data"], recipe)
+    with writer:
+        for key in keys:
+            if key not in writer.done:
+                rng = np.random.default_rng(int(key.split("_")[1]))
+                writer.write(key, {"data": rng.random(int(rng.integers(10, 3000))).astype(np.float32)},
+                             {"data": {"uncertainty": 1.5}})
+
+
+def test_a_kill_at_any_write_loses_nothing(tmp_path):
+    """kill -9 (a forked writer that exits at its N-th low-level write, for every N) then a re-run gives
+    the uninterrupted file: every group exactly once, same content."""
+    recipe = make_recipe("test", {"n": 1})
+    keys = [f"group_{i}" for i in range(4)]
+    write_groups(tmp_path / "reference.h5", keys, recipe)
+    original_write, kills = JournaledFile.write, 0
+    for limit in range(1, 400):
+        path = tmp_path / f"killed{limit}.h5"
+        write_groups(path, keys[:1], recipe)  # an existing output the killed run appends to
+        pid = os.fork()
+        if pid == 0:  # the child dies abruptly at its limit-th write: no cleanup, unflushed buffers lost
+            calls = []
+
+            def write(self, data):
+                calls.append(1)
+                if len(calls) == limit:
+                    os._exit(9)
+                return original_write(self, data)
+
+            JournaledFile.write = write
+            write_groups(path, keys, recipe)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) == 0:
+            break  # the run needed fewer writes: every point has been tried
+        kills += 1
+        write_groups(path, keys, recipe)
+        assert not journal_path(path).exists()
+        with h5py.File(path, "r") as a, h5py.File(tmp_path / "reference.h5", "r") as b:
+            assert sorted(a.keys()) == keys
+            for key in keys:
+                assert np.array_equal(a[key]["data"][()], b[key]["data"][()]), (limit, key)
+                assert a[key]["data"].attrs["uncertainty"] == 1.5
+    assert kills > 25  # every write of the three appended groups
+
+
+def test_truncated_images_fail_and_are_listed(tmp_path, image_folder):
+    whole = (image_folder / "a.jpg").read_bytes()
+    (image_folder / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(BatchError, match="cut.jpg: truncated JPEG"):
+        extract.main(small_conf(), image_folder, feature_path=tmp_path / "f.h5", workers=0)
+    with h5py.File(tmp_path / "f.h5", "r") as fd:
+        assert "cut.jpg" not in fd and "a.jpg" in fd
+
+
+def test_unusable_inputs_fail_in_one_line(tmp_path, image_folder):
+    text = tmp_path / "notes.txt"
+    text.write_text("a.jpg b.png\n")
+    result = fusion_cli("fusion.match", "--pairs", str(text), "--features", str(text), "--output", str(tmp_path / "m.h5"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "not an HDF5 file" in result.stderr
+    features = extract.main(small_conf(), image_folder, feature_path=tmp_path / "f.h5", image_list=["a.jpg", "b.png"],
+                            workers=0)
+    matches = match.main(match.confs["xfeat_mnn"], text, features, matches=tmp_path / "m.h5")
+    with pytest.raises(ValueError, match="not a features file"):
+        FeatureReader(matches)
+    (tmp_path / "spaced.txt").write_text("my photo.jpg b.png\n")
+    with pytest.raises(ValueError, match="names with spaces are not supported"):
+        read_pairs(tmp_path / "spaced.txt")
+
+
+def test_incompatible_extractor_and_matcher_are_refused_before_any_work(tmp_path, image_folder):
+    star = small_conf("xfeat_star")
+    features = extract.main(star, image_folder, feature_path=tmp_path / "star.h5", image_list=["a.jpg", "b.png"],
+                            workers=0)
+    (tmp_path / "pairs.txt").write_text("a.jpg b.png\n")
+    with pytest.raises(ValueError, match="needs sparse keypoints, but .*star.h5 has semi-dense"):
+        match.main(match.confs["lighterglue"], tmp_path / "pairs.txt", features, matches=tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+    scene = type("Scene", (), {"db_names": ["a.jpg"], "query_names": ["b.png"]})
+    for feature in ("sift", "xfeat_star"):
+        with pytest.raises(ValueError, match=f"--feature {feature}"):
+            pipeline.check_inputs(scene, extract.confs[feature], match.confs["lighterglue"], feature, "builtin")
+
+
+def test_missing_hloc_and_spaced_names_are_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "hloc", None)  # import hloc raises ImportError
+    scene = type("Scene", (), {"db_names": ["a.jpg"], "query_names": ["b.png"]})
+    with pytest.raises(ValueError, match="--backend hloc needs hloc"):
+        pipeline.check_inputs(scene, extract.confs["xfeat"], match.confs["xfeat_mnn"], "xfeat", "hloc")
+    scene.query_names = ["query/my photo.jpg"]
+    with pytest.raises(ValueError, match="names with spaces are not supported"):
+        pipeline.check_inputs(scene, extract.confs["xfeat"], match.confs["xfeat_mnn"], "xfeat", "builtin")
+
+
+CAMERA = pycolmap.Camera(model="PINHOLE", width=640, height=480, params=np.array([500.0, 500.0, 320.0, 240.0]))
+
+
+def model_with_points(points, observations):
+    """Two reference images at known poses whose keypoints ``observations[image]`` see ``points``."""
+    poses = {"db/0.jpg": look_pose([0, 0, 0], 0, 0), "db/1.jpg": look_pose([0, -0.5, 0], 5, 0)}
+    model = model_from_poses(poses, {name: CAMERA for name in poses})
+    for name, pose in poses.items():
+        image = model.find_image_with_name(name)
+        projected = CAMERA.img_from_cam(points @ pose.rotation.matrix().T + pose.translation)
+        image.points2D = pycolmap.Point2DList([pycolmap.Point2D(xy) for xy in projected])
+    for index, xyz in enumerate(points):
+        track = pycolmap.Track()
+        for name in observations:
+            track.add_element(model.find_image_with_name(name).image_id, index)
+        model.add_point3D(xyz, track)
+    return model
+
+
+class FakeMatches:
+    def __init__(self, table):
+        self.table = table
+
+    def matches(self, query, name):
+        found = self.table.get(name, np.zeros((0, 2), np.int64))
+        return found, np.ones(len(found))
+
+
+def test_pnp_uses_unique_correspondences_and_keeps_its_pose(tmp_path):
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(8, 12, 8), rng.uniform(-3, 3, 8), rng.uniform(-2, 2, 8)])
+    model = model_with_points(points, ["db/0.jpg", "db/1.jpg"])
+    ids = {name: model.find_image_with_name(name).image_id for name in ("db/0.jpg", "db/1.jpg")}
+    truth = look_pose([0.3, 0.2, 0.1], 3, 1)
+    keypoints = CAMERA.img_from_cam(points @ truth.rotation.matrix().T + truth.translation) - 0.5
+    both = FakeMatches({name: np.stack([np.arange(8), np.arange(8)], -1) for name in ids})
+    index2d, point_ids, count, per_image = localize.correspondences(model, list(ids.values()), "q.jpg", both)
+    assert count == 16 and len(index2d) == 8 and len(set(zip(index2d, point_ids))) == 8
+    # 8 inliers, fewer than the 12 below which the old code threw the PnP pose away
+    pose, log = localize.localize_query(model, "q.jpg", CAMERA, keypoints, list(ids.values()), both, 12.0, False)
+    assert log["localized"] and log["num_inliers"] == 8 and "fallback" not in log
+    assert np.linalg.norm(pose.translation - truth.translation) < 1e-6
+    few = FakeMatches({"db/1.jpg": np.array([[0, 0], [1, 1]]), "db/0.jpg": np.array([[2, 2]])})
+    pose, log = localize.localize_query(model, "q.jpg", CAMERA, keypoints, list(ids.values()), few, 12.0, False)
+    assert not log["localized"] and log["fallback"] == "db/1.jpg"  # the image with the most 2D-3D matches
+    assert np.allclose(pose.translation, model.images[ids["db/1.jpg"]].cam_from_world().translation)
+
+
+def test_quaternions_are_normalised_and_bad_ones_refused(tmp_path):
+    (tmp_path / "poses.txt").write_text("a.jpg 0.7071 0.7071 0.0 0.0 1 2 3\nb.jpg 0.5 0.5 0.5 0.4999 0 0 0\n")
+    for pose in read_poses(tmp_path / "poses.txt").values():
+        assert abs(np.linalg.det(pose.rotation.matrix()) - 1) < 1e-9
+    (tmp_path / "bad.txt").write_text("a.jpg 1 1 0.5 0 1 2 3\n")
+    with pytest.raises(ValueError, match=r"bad.txt:1: quaternion .* norm 1.5"):
+        read_poses(tmp_path / "bad.txt")
+
+
+def test_reference_verification_threshold_follows_keypoint_uncertainty(tmp_path):
+    """A match 6 px off its epipolar line: rejected at max_error 4, kept when keypoints are 2x uncertain."""
+    poses = {"a.jpg": look_pose([0, 0, 0], 0, 0), "b.jpg": look_pose([0, -1, 0], 0, 0)}
+    reference = model_from_poses(poses, {name: CAMERA for name in poses})
+    point = np.array([[10.0, 0.5, 0.3]])
+    keypoints = {name: CAMERA.img_from_cam(point @ pose.rotation.matrix().T + pose.translation) - 0.5
+                 for name, pose in poses.items()}
+    keypoints["b.jpg"] = keypoints["b.jpg"] + [0, 6.0]  # the two cameras differ along y: off the line by 6 px
+    recipe = make_recipe("features", {})
+    for uncertainty, expected in ((1.0, 0), (2.0, 1)):
+        features = tmp_path / f"f{uncertainty}.h5"
+        with H5Writer(features, ["keypoints"], recipe) as writer:
+            for name, kp in keypoints.items():
+                writer.write(name, {"keypoints": kp.astype(np.float32), "descriptors": np.zeros((64, 1), np.float16)},
+                             {"keypoints": {"uncertainty": uncertainty}})
+        matches = tmp_path / "m.h5"
+        with H5Writer(matches, ["matches0"], recipe, overwrite=True) as writer:
+            writer.write("a.jpg/b.jpg", {"matches0": np.array([0], np.int32), "matching_scores0": np.ones(1, np.float16)})
+        image_ids = triangulation.create_database(reference, tmp_path / f"db{uncertainty}.db")
+        inliers = triangulation.import_features_and_matches(reference, image_ids, tmp_path / f"db{uncertainty}.db",
+                                                            [("a.jpg", "b.jpg")], features, matches, 4.0)
+        assert inliers.tolist() == [expected]

@@ -1,0 +1,43 @@
+"""Sharded extraction and matching (--shard I/N) merged with fusion.merge equal one unsharded run."""
+
+import pytest
+from conftest import assert_same_h5
+
+from fusion.features import extract, match, merge
+from fusion.features.runtime import in_shard, parse_shard, shard_of
+
+NAMES = ["a.jpg", "b.png", "sub/c.jpg"]
+
+
+def small_conf(keypoints=256):
+    conf = extract.confs["xfeat"]
+    return {**conf, "model": {**conf["model"], "max_keypoints": keypoints}}
+
+
+def test_shards_partition_the_work_the_same_everywhere():
+    items = [f"db/{i:05d}.jpg" for i in range(1000)]
+    parts = [in_shard(items, (i, 4)) for i in range(1, 5)]
+    assert sorted(sum(parts, [])) == items and min(len(p) for p in parts) > 200
+    assert shard_of("db/00001.jpg", 4) == shard_of("db/00001.jpg", 4)  # a hash of the name, not of the list
+    assert in_shard(items[::-1], (2, 4)) == parts[1][::-1]
+    assert parse_shard("3/8") == (3, 8)
+    for bad in ("0/4", "5/4", "x"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_merged_parts_equal_a_single_run(tmp_path, image_folder):
+    single = extract.main(small_conf(), image_folder, feature_path=tmp_path / "single.h5", workers=0)
+    parts = [extract.main(small_conf(), image_folder, feature_path=tmp_path / f"part{i}.h5", shard=(i, 3), workers=0)
+             for i in (1, 2, 3)]
+    merged = merge.main(tmp_path / "merged.h5", parts)
+    assert_same_h5(merged, single)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a.jpg b.png\na.jpg sub/c.jpg\nb.png sub/c.jpg\nsub/c.jpg a.jpg\n")
+    conf = match.confs["xfeat_mnn"]
+    single_matches = match.main(conf, pairs, merged, matches=tmp_path / "m.h5")
+    match_parts = [match.main(conf, pairs, merged, matches=tmp_path / f"m{i}.h5", shard=(i, 2)) for i in (1, 2)]
+    assert_same_h5(merge.main(tmp_path / "m-merged.h5", match_parts), single_matches)
+    other = extract.main(small_conf(128), image_folder, feature_path=tmp_path / "other.h5", shard=(1, 3), workers=0)
+    with pytest.raises(ValueError, match=r"made differently .*max_keypoints: 256 -> 128"):
+        merge.main(tmp_path / "bad.h5", [parts[0], other])

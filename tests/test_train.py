@@ -358,3 +358,11 @@ def test_megadepth_pairs_from_scene_info(tmp_path, train_images):
     moved = sample["warp01"][sample["valid01"]] - np.stack(np.meshgrid(np.arange(32), np.arange(38)), -1)[
         sample["valid01"]] * 8 - 3.5
     assert sample["valid01"].mean() > 0.8 and np.allclose(moved, [-shift, 0], atol=0.05)
+
+
+def test_stability_stage_names_its_missing_inputs(capsys):
+    from fusion.training.trainer import main
+
+    with pytest.raises(SystemExit):
+        main(["--stage", "stability", "--images", "photos"])
+    assert "--stage stability needs --reference --features" in capsys.readouterr().err

@@ -431,11 +431,26 @@ def resolve_config(config: Path, stage: Optional[str], overrides) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=("pretrain", "distill", "semantic", "finetune"))
+    parser.add_argument("--stage", choices=("pretrain", "distill", "semantic", "finetune", "stability"))
     parser.add_argument("--config", type=Path, default=Path("configs/base.yaml"))
     parser.add_argument("--pretrained", type=Path, help="fused checkpoint to start from (e.g. the previous stage's final.pt)")
+    stability = parser.add_argument_group("--stage stability: the head learned from a reference map "
+                                          "(fusion.training.map_stability)")
+    stability.add_argument("--reference", type=Path, help="the map (COLMAP model) whose track lengths are the labels")
+    stability.add_argument("--features", type=Path, help="the features (.h5) the map was built from")
+    stability.add_argument("--images", type=Path, help="the map's images")
+    stability.add_argument("--output", type=Path, help="the checkpoint to write")
     parser.add_argument("overrides", nargs="*", help="key.sub=value")
     args = parser.parse_args(argv)
+    if args.stage == "stability":
+        missing = [f"--{name}" for name in ("reference", "features", "images") if getattr(args, name) is None]
+        if missing:
+            parser.error(f"--stage stability needs {' '.join(missing)}")
+        from .map_stability import main as learn_stability  # pycolmap: only this stage needs it
+
+        path = learn_stability(args.reference, args.features, args.images, args.output, args.pretrained)
+        print(f"fused checkpoint with a trained stability head: {path}")
+        return
     conf = resolve_config(args.config, args.stage, args.overrides)
     trainer = Trainer(copy.deepcopy(conf), args.pretrained)
     final = trainer.train()

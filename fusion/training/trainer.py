@@ -1,10 +1,12 @@
 """Train the fused model: ``python -m fusion.train --stage distill --config configs/base.yaml [--pretrained PATH] [key=value ...]``.
 
 One code path for a CPU smoke run, one GPU, or many GPUs under torchrun (DistributedDataParallel).
-Stages (configs/<stage>.yaml): pretrain, distill, semantic, finetune. A run writes to
-outputs/<run>/: config.yaml, run.json (config hash, git commit), pip_freeze.txt, metrics.csv and
-metrics.jsonl, checkpoints/step_XXXXXXX.pt (full state, resumable) and final.pt (a fused
-checkpoint that ``fused_xfeat`` loads). Data for step s is a pure function of (seed, s), so a
+Stages (configs/<stage>.yaml): pretrain, distill, semantic, finetune. The loss terms are looked up by
+name (``fusion.training.losses.TERMS``) and read shared, lazily computed step inputs
+(``fusion.training.inputs``). A run writes to outputs/<run>/: config.yaml, run.json (config hash, git
+commit), pip_freeze.txt, metrics.csv and metrics.jsonl (means over each logging window, validation
+metrics), checkpoints/step_XXXXXXX.pt (full state, resumable), final.pt and, with validation, best.pt
+(fused checkpoints that ``fused_xfeat`` loads). Data for step s is a pure function of (seed, s), so a
 resumed run continues exactly.
 """
 
@@ -19,12 +21,12 @@ import random
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
@@ -34,64 +36,60 @@ from ..features.provenance import config_hash, git_commit
 from ..features.xfeat import load_xfeat_backbone
 from .config import load_config
 from .data import build_dataset
-from .losses.descriptor import dual_softmax_nll, match_confidence
-from .losses.distill import descriptor_distillation, structural_distillation
-from .losses.fine import fine_offset_nll
-from .losses.geometric import sample_at, warp_consistency
-from .losses.infonce import infonce_hard_negatives
-from .losses.keypoint import keypoint_loss, teacher_cell_targets
-from .losses.reliability import reliability_loss
-from .losses.semantic import (
-    PrototypeBank,
-    pseudo_labels,
-    stability_cross_entropy,
-    stability_weights_of,
-)
+from .distributed import all_reduce_mean, all_reduce_sum, barrier
+from .inputs import StepInputs, inputs_of_terms, unmet_requirements
+from .losses import TERMS
+from .losses.semantic import PrototypeBank
 from .losses.weighting import LossWeighting
 from .model import TrainingModel
 from .teacher import load_teacher
+from .validation import METRICS, build_validation, validate
 
 logger = logging.getLogger("fusion")
 
-LOSS_NAMES = ("descriptor", "reliability", "keypoint", "fine", "infonce", "structural", "descriptor_distill",
-              "stability", "prototype", "stability_detection", "geometric")
-TEACHER_TERMS = ("structural", "descriptor_distill")
-LABEL_TERMS = ("stability", "prototype", "stability_detection")
-DETECTOR_TERMS = ("keypoint", "reliability", "stability_detection")
+HEADS = tuple(sorted({head for term in TERMS.values() for head in term.heads}))
+BATCHNORM_MODES = ("auto", "frozen", "train")
 PROJECT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def active_terms(conf: dict):
-    return [n for n in LOSS_NAMES if conf["losses"]["weights"].get(n, 0) > 0]
+    weights = conf["losses"]["weights"]
+    unknown = sorted(set(weights) - set(TERMS))
+    if unknown:
+        raise ValueError(f"losses.weights.{unknown[0]}: no such loss term (known: {', '.join(TERMS)})")
+    return [name for name, weight in weights.items() if weight > 0]  # in the config's order
 
 
 def check_requirements(conf: dict) -> None:
-    """Fail before training when a selected term needs a teacher or labels that the config lacks."""
+    """Fail before training when a selected term needs something (a teacher, labels) that the config lacks."""
     terms = active_terms(conf)
     if not terms:
         raise ValueError("every loss weight is 0: nothing to train")
-    has_teacher = bool(conf["teacher"]["checkpoint"])
-    needs_teacher = [t for t in terms if t in TEACHER_TERMS]
-    if conf["losses"]["keypoint_teacher"] == "sfd2" and ("keypoint" in terms or "stability_detection" in terms):
-        needs_teacher.append("keypoint (keypoint_teacher: sfd2)")
-    has_labels = conf["data"]["mix"].get("synthetic", 0) > 0 and conf["data"]["synthetic"].get("labels")
-    if not has_labels and not has_teacher:
-        needs_teacher += [t for t in terms if t in LABEL_TERMS]
-    if needs_teacher and not has_teacher:
-        raise ValueError(
-            f"stage {conf['stage']!r} uses {', '.join(needs_teacher)}, which need an SFD2 teacher: set "
-            "teacher.checkpoint=PATH (see third_party/README.md) or drop them with "
-            + " ".join(f"losses.weights.{t.split()[0]}=0" for t in needs_teacher))
+    for reason, names in unmet_requirements(terms, conf).items():
+        raise ValueError(f"stage {conf['stage']!r} uses {', '.join(names)}, which need {reason} or drop them with "
+                         + " ".join(f"losses.weights.{name}=0" for name in names))
+    if conf["model"]["batchnorm"] not in BATCHNORM_MODES:
+        raise ValueError(f"model.batchnorm={conf['model']['batchnorm']!r} is not one of {', '.join(BATCHNORM_MODES)}")
+    if conf["train"]["val_every"] > 0:
+        if not conf["val"]["root"]:
+            raise ValueError("train.val_every > 0 validates on held-out images: set val.root=FOLDER (HPatches or "
+                             "Oxford sequences, or any image folder) or train.val_every=0")
+        if conf["val"]["best"] not in METRICS:
+            raise ValueError(f"val.best={conf['val']['best']!r} is not one of {', '.join(METRICS)}")
 
 
-def cosine_schedule(warmup: int, total: int):
-    def factor(step):
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def frozen_batchnorm(conf: dict, pretrained: Optional[Path]) -> bool:
+    """BatchNorm keeps its running statistics when training starts from trained weights (``model.batchnorm: auto``)."""
+    mode = conf["model"]["batchnorm"]
+    return mode == "frozen" or (mode == "auto" and (pretrained is not None or conf["model"]["init"] == "official"))
 
-    return factor
+
+def learning_rate_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup, then cosine decay to 0 at ``total``; a function of the step alone (exact resume)."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 class StepSampler(torch.utils.data.Sampler):
@@ -109,8 +107,22 @@ class StepSampler(torch.utils.data.Sampler):
         return (self.end - self.start) * self.batch
 
 
-def cells_of(points: torch.Tensor, width: int) -> torch.Tensor:
-    return (points[:, 1] // 8).long() * (width // 8) + (points[:, 0] // 8).long()
+class LossWindow:
+    """Means of the losses over the steps since the last logged row (single steps are too noisy to plot)."""
+
+    def __init__(self):
+        self.sums, self.counts, self.skipped = defaultdict(float), defaultdict(int), 0
+
+    def add(self, total: float, losses: Dict[str, float], skipped: bool) -> None:
+        self.skipped += int(skipped)
+        if skipped:
+            return
+        for key, value in {"loss/total": total, **{f"loss/{k}": v for k, v in losses.items()}}.items():
+            self.sums[key] += value
+            self.counts[key] += 1
+
+    def row(self) -> dict:
+        return {**{k: self.sums[k] / self.counts[k] for k in self.sums}, "skipped": self.skipped}
 
 
 class Trainer:
@@ -119,68 +131,91 @@ class Trainer:
         check_requirements(conf)
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.rank = int(os.environ.get("RANK", 0))
-        if self.world > 1:
+        if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         want = conf["device"]
         cuda = torch.cuda.is_available() and want in ("auto", "cuda")
         if want == "cuda" and not cuda:
             raise ValueError("device=cuda but no CUDA device is available")
         self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
-        self.amp = cuda and conf["train"]["amp"]
-        self.seed_everything(conf["seed"], conf["deterministic"])
+        train = conf["train"]
+        self.amp = cuda and train["amp"]
+        self.amp_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[train["amp_dtype"]]
+        self.seed_everything(conf["seed"], conf["deterministic"], cuda)
         self.hash = config_hash(conf)
         self.run_dir = Path(conf["output_root"]) / (conf["run"] or f"{conf['stage']}-{self.hash}")
         self.terms = active_terms(conf)
+        wanted = inputs_of_terms(self.terms, conf)
 
-        model = TrainingModel(conf["model"])
+        frozen = frozen_batchnorm(conf, pretrained)
+        model = TrainingModel(conf["model"], frozen_batchnorm=frozen)
         if conf["model"]["init"] == "random":
             for module in model.fused.backbone.modules():
                 if hasattr(module, "reset_parameters") and module is not model.fused.backbone:
                     module.reset_parameters()
         if pretrained:
             model.fused.load_state_dict(load_checkpoint(pretrained).state_dict())
+        if self.world > 1 and not frozen:
+            if cuda:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                logger.warning("model.batchnorm=train under DDP on CPU: SyncBatchNorm needs CUDA, so each rank "
+                               "normalises with its own batch statistics")
         self.model = model.to(self.device).train()
         # Which heads get a loss depends on the stage (and on the step, when decoupled).
         self.net = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None,
                                                               find_unused_parameters=True)
                     if self.world > 1 else self.model)
-        self.teacher = load_teacher(conf["teacher"]["checkpoint"]).to(self.device) if conf["teacher"]["checkpoint"] else None
-        self.keypoint_teacher = None
-        if conf["losses"]["keypoint_teacher"] == "xfeat":
-            self.keypoint_teacher = load_xfeat_backbone().to(self.device).eval()
-        for frozen in (self.teacher, self.keypoint_teacher):
-            if frozen is not None:
-                frozen.requires_grad_(False)
+        self.teacher = load_teacher(conf["teacher"]["checkpoint"]).to(self.device) if "teacher" in wanted else None
+        self.xfeat_teacher = None
+        if "xfeat_teacher" in wanted:
+            self.xfeat_teacher = load_xfeat_backbone().to(self.device).eval()
+        for frozen_model in (self.teacher, self.xfeat_teacher):
+            if frozen_model is not None:
+                frozen_model.requires_grad_(False)
         self.prototypes = PrototypeBank(3, 64, conf["losses"]["prototype"]["momentum"]).to(self.device)
         static = {n: float(conf["losses"]["weights"][n]) for n in self.terms}
         self.weighting = LossWeighting(self.terms, static, conf["losses"]["weighting"],
                                        conf["losses"]["gradnorm_alpha"]).to(self.device)
-        parameters = [p for p in self.model.parameters()]
+        parameters = list(self.model.parameters())
         if conf["losses"]["weighting"] == "uncertainty":
             parameters.append(self.weighting.log_vars)
-        train = conf["train"]
         self.optimizer = torch.optim.AdamW(parameters, lr=train["lr"], weight_decay=train["weight_decay"])
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, cosine_schedule(train["warmup_steps"], train["steps"]))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.dataset = build_dataset(conf["data"], conf["seed"])
+        self.validation = None
+        if train["val_every"] > 0 and self.rank == 0:
+            synthetic = conf["data"]["synthetic"]["root"] if conf["data"]["mix"].get("synthetic", 0) > 0 else None
+            self.validation = build_validation(conf["val"], synthetic)
+        self.best: Optional[dict] = None  # {"step", "metrics"} of best.pt
         self.step = 0
 
     @staticmethod
-    def seed_everything(seed: int, deterministic: bool) -> None:
+    def seed_everything(seed: int, deterministic: bool, cuda: bool = False) -> None:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            # CUDA has no deterministic backward for bilinear interpolation, grid_sample or adaptive
+            # pooling, which XFeat and the losses use: raising there would make deterministic runs impossible.
+            torch.use_deterministic_algorithms(True, warn_only=cuda)
+            if cuda:
+                logger.warning("deterministic=true on CUDA: the backward passes of interpolate, grid_sample and "
+                               "adaptive pooling have no deterministic CUDA kernel and stay non-deterministic "
+                               "(bit-exact repeats on CPU only)")
+
+    def autocast(self):
+        """Mixed precision for the forward passes only; every loss term runs in float32 outside it."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     # ---- state -----------------------------------------------------------------------------
     def state(self) -> dict:
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "weighting": self.weighting.state_dict(), "prototypes": self.prototypes.state_dict(),
+                "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(),
+                "prototypes": self.prototypes.state_dict(), "best": self.best,
                 "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
                         "torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -206,10 +241,10 @@ class Trainer:
                              f"{self.hash}); use another run name")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.weighting.load_state_dict(state["weighting"])
         self.prototypes.load_state_dict(state["prototypes"])
+        self.best = state["best"]
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -220,127 +255,68 @@ class Trainer:
         return True
 
     # ---- losses ----------------------------------------------------------------------------
-    def labels_for(self, batch, teacher_maps):
-        """Stability labels (2B, h, w) and per-cell weights: ADE20K maps where given, else teacher pseudo labels."""
-        labels = torch.cat([batch["labels0"], batch["labels1"]]).to(self.device)
-        weights = (labels >= 0).float()
-        if teacher_maps is not None and "stability_logits" in teacher_maps:
-            logits = F.interpolate(teacher_maps["stability_logits"], labels.shape[-2:], mode="bilinear",
-                                   align_corners=False)
-            pseudo, pseudo_weights = pseudo_labels(logits, **self.conf["data"]["pseudo_labels"])
-            missing = labels < 0
-            labels = torch.where(missing, pseudo, labels)
-            weights = torch.where(missing, pseudo_weights, weights)
-        return labels, weights
-
-    def correspondences(self, batch: dict, generator: torch.Generator):
-        """Per image pair: sampled valid cells of image 0 and their true positions in image 1."""
-        picks = []
-        for i in range(batch["image0"].shape[0]):
-            valid = batch["valid01"][i].flatten().nonzero()[:, 0]
-            if len(valid) < 8:
-                continue
-            pick = valid[torch.randperm(len(valid), generator=generator)[: self.conf["train"]["points_per_image"]]]
-            picks.append((i, pick.to(self.device), batch["warp01"][i].reshape(-1, 2)[pick].to(self.device)))
-        return picks
-
-    def fine_query(self, batch: dict, picks, size):
-        """XFeat* refinement targets: for each sampled cell, the offset (in image 0, from its cell corner)
-        of the point that matches the corner of the image-1 cell it lands in."""
-        b, width = batch["image0"].shape[0], size[1]
-        rows0, cells0, rows1, cells1, offsets = [], [], [], [], []
-        for i, pick, p1 in picks:
-            corner1 = (p1 // 8) * 8
-            target0 = sample_at(batch["warp10"][i].permute(2, 0, 1)[None].to(self.device),
-                                (corner1 + 3.5)[None, None], size)[0, :, 0].t() - 3.5
-            corner0 = torch.stack([(pick % (width // 8)) * 8, (pick // (width // 8)) * 8], 1).float()
-            offset = target0 - corner0
-            keep = (offset.abs() < 8).all(1)
-            rows0.append(torch.full((int(keep.sum()),), i, device=self.device))
-            rows1.append(torch.full((int(keep.sum()),), b + i, device=self.device))
-            cells0.append(pick[keep])
-            cells1.append(cells_of(corner1[keep], width))
-            offsets.append(offset[keep])
-        if not picks or sum(len(o) for o in offsets) < 2:
-            return None, None
-        return tuple(torch.cat(x) for x in (rows0, cells0, rows1, cells1)), torch.cat(offsets)
-
     def compute_losses(self, batch: dict, terms) -> Dict[str, torch.Tensor]:
-        conf = self.conf["losses"]
-        images = torch.cat([batch["image0"], batch["image1"]]).to(self.device)
-        size = images.shape[-2:]
-        b = batch["image0"].shape[0]
-        generator = torch.Generator().manual_seed(self.conf["seed"] * 1_000_003 + self.step * 7919 + self.rank)
-        picks = self.correspondences(batch, generator)
-        fine_query, fine_offsets = self.fine_query(batch, picks, size) if "fine" in terms else (None, None)
-        teacher_maps = None
-        if self.teacher is not None and any(t in terms for t in (*TEACHER_TERMS, *LABEL_TERMS, "keypoint")):
-            with torch.no_grad():
-                teacher_maps = self.teacher(images)
-        teacher_descriptors = teacher_maps["descriptors"] if "descriptor_distill" in terms else None
-        maps = self.net(images, teacher_descriptors, fine_query)
-        desc = F.normalize(maps["dense_descriptors"], dim=1)
-        losses: Dict[str, list] = {t: [] for t in terms}
-
-        for i, pick, p1 in picks:
-            d0 = desc[i].flatten(1)[:, pick].t()
-            d1 = F.normalize(sample_at(desc[b + i: b + i + 1], p1[None, None], size)[0, :, 0].t(), dim=1)
-            if "descriptor" in terms:
-                losses["descriptor"].append(dual_softmax_nll(d0, d1, conf["descriptor_temperature"]))
-            if "reliability" in terms:
-                predicted = maps["reliability"][i, 0].flatten()[pick]
-                losses["reliability"].append(reliability_loss(predicted, match_confidence(d0, d1, conf["descriptor_temperature"])))
-            if "infonce" in terms:
-                losses["infonce"].append(infonce_hard_negatives(d0, d1, **conf["infonce"]))
-        if fine_query is not None:
-            losses["fine"].append(fine_offset_nll(maps["fine_logits"], fine_offsets))
-
-        targets, stability_labels, stability_weights = None, None, None
-        if any(t in terms for t in ("keypoint", "stability_detection")):
-            with torch.no_grad():
-                if conf["keypoint_teacher"] == "sfd2":
-                    targets = teacher_cell_targets(teacher_maps["score_logits"])
-                else:
-                    targets = teacher_cell_targets(self.keypoint_teacher.forward_maps(images)["keypoint_logits"])
-        if any(t in terms for t in LABEL_TERMS):
-            stability_labels, stability_weights = self.labels_for(batch, teacher_maps)
-        if "keypoint" in terms:
-            losses["keypoint"].append(keypoint_loss(maps["keypoint_logits"], targets))
-        if "stability_detection" in terms:
-            losses["stability_detection"].append(
-                keypoint_loss(maps["keypoint_logits"], targets, stability_weights_of(stability_labels)))
-        if "stability" in terms:
-            losses["stability"].append(stability_cross_entropy(maps["stability_logits"], stability_labels,
-                                                               stability_weights))
-        if "prototype" in terms:
-            flat_desc = desc.permute(0, 2, 3, 1).reshape(-1, desc.shape[1])
-            flat_labels = stability_labels.flatten()
-            self.prototypes.update(flat_desc.detach(), flat_labels)
-            losses["prototype"].append(self.prototypes.margin_loss(flat_desc, flat_labels,
-                                                                   conf["prototype"]["margin"]))
-        if "structural" in terms:
-            student = [maps["map_1_4"], maps["map_1_8"], maps["map_1_16"]]
-            teacher = [teacher_maps["map_1_2"], teacher_maps["map_1_4"], teacher_maps["trunk"]]
-            losses["structural"].append(structural_distillation(student, teacher, conf["structural"]["grid"],
-                                                                conf["structural"]["kind"],
-                                                                conf["structural"]["layer_weighting"]))
-        if "descriptor_distill" in terms:
-            losses["descriptor_distill"].append(
-                descriptor_distillation(desc, F.normalize(maps["adapted_teacher"], dim=1)))
-        if "geometric" in terms:
-            detection = torch.cat([maps["reliability"], 1 - maps["keypoint_logits"].softmax(1)[:, 64:]], 1)
-            dev = {k: batch[k].to(self.device) for k in ("warp01", "valid01", "warp10", "valid10")}
-            losses["geometric"].append(warp_consistency(detection[:b], detection[b:], dev["warp01"],
-                                                        dev["valid01"].float(), dev["warp10"],
-                                                        dev["valid10"].float(), size))
-        return {name: torch.stack(values).mean() for name, values in losses.items() if values}
+        """Each term of ``terms`` on this batch, its inputs computed once and shared (float32, autocast off)."""
+        step = StepInputs(self, batch, terms)
+        losses = {}
+        for name in terms:
+            term = TERMS[name]
+            with torch.autocast(self.device.type, enabled=False):
+                value = term.compute(self.conf["losses"], **{n: step[n] for n in term.inputs})
+            if value is not None:
+                losses[name] = value
+        return losses
 
     # ---- loop ------------------------------------------------------------------------------
     def terms_at(self, step: int):
         decoupled = self.conf["train"]["decoupled"]
         if decoupled["enabled"] and step < decoupled["detector_start"]:
-            return [t for t in self.terms if t not in DETECTOR_TERMS]
+            return [t for t in self.terms if not TERMS[t].detector]
         return self.terms
+
+    def train_heads_of(self, terms) -> None:
+        """Heads that no term of this step trains are frozen (e.g. the detector before a decoupled start)."""
+        for head in HEADS:
+            self.model.get_submodule(head).requires_grad_(any(head in TERMS[t].heads for t in terms))
+
+    def set_learning_rate(self) -> float:
+        train = self.conf["train"]
+        lr = train["lr"] * learning_rate_factor(self.step, train["warmup_steps"], train["steps"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def optimise(self, losses: Dict[str, torch.Tensor], total: torch.Tensor) -> bool:
+        """One update from ``total``; False (and no update) when any rank's loss is not finite."""
+        self.optimizer.zero_grad(set_to_none=True)
+        bad = torch.tensor(float(not losses or not bool(torch.isfinite(total))), device=self.device)
+        if float(all_reduce_sum(bad)) > 0:  # every rank skips together, or DDP would wait forever
+            return False
+        if self.weighting.mode == "gradnorm":
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+            self.weighting.gradnorm_step(losses, [p for p in self.model.parameters() if p.requires_grad],
+                                         loss_scale=scale)
+        self.scaler.scale(total).backward()
+        if self.weighting.log_vars.grad is not None:  # outside DDP's module: average by hand
+            self.weighting.log_vars.grad = all_reduce_mean(self.weighting.log_vars.grad)
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.conf["train"]["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return True
+
+    def run_validation(self) -> dict:
+        """Validation metrics of the current model (rank 0); keeps best.pt at the best ``val.best`` so far."""
+        self.model.eval()
+        metrics = validate(self.model.fused, self.validation, self.device, self.conf["val"]["max_keypoints"])
+        self.model.train()
+        key = self.conf["val"]["best"]
+        if self.best is None or metrics[key] > self.best["metrics"][key]:
+            self.best = {"step": self.step, "metrics": metrics}
+            save_checkpoint(self.model.fused, self.run_dir / "best.pt", {"training": {
+                "stage": self.conf["stage"], "steps": self.step, "config_hash": self.hash, "validation": metrics}})
+        logger.info(f"step {self.step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return {f"val/{k}": v for k, v in metrics.items()}
 
     def write_run_files(self):
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -355,8 +331,9 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as fd:
             fd.write(json.dumps(row) + "\n")
         path = self.run_dir / "metrics.csv"
+        validation = [f"val/{k}" for k in (*METRICS, "matches")] if self.conf["train"]["val_every"] > 0 else []
         columns = ["step", "stage", "time", "lr", "loss/total", *[f"loss/{t}" for t in self.terms],
-                   *self.weighting.state().keys(), "skipped"]
+                   *self.weighting.state().keys(), *validation, "skipped"]
         new = not path.exists()
         with open(path, "a", newline="") as fd:
             writer = csv.DictWriter(fd, columns, extrasaction="ignore")
@@ -372,7 +349,7 @@ class Trainer:
         """Train to ``train.steps`` (or stop after ``stop_at``, keeping a resumable checkpoint)."""
         conf = self.conf["train"]
         main_process = self.rank == 0
-        self.resume()
+        resumed = self.resume()
         if main_process:
             self.write_run_files()
         writer_state = {"tensorboard": None}
@@ -387,39 +364,39 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.conf["data"]["batch_size"], num_workers=self.conf["data"]["num_workers"],
             sampler=StepSampler(self.step, end, self.conf["data"]["batch_size"], self.rank, self.world))
-        shared = self.model.fused.backbone.block_fusion[-1].weight
         start = time.time()
+        if self.validation is not None and not resumed:  # the starting point: best.pt is never worse than it
+            self.log({"step": 0, "stage": self.conf["stage"], "time": 0.0, **self.run_validation()}, writer_state)
+        barrier()
+        window = LossWindow()
         progress = tqdm(total=end - self.step, desc=f"train {self.conf['stage']}", disable=not main_process)
         try:
             for batch in loader:
                 terms = self.terms_at(self.step)
-                self.model.fused.backbone.keypoint_head.requires_grad_(any(t in terms for t in ("keypoint", "stability_detection")))
-                self.model.fused.backbone.heatmap_head.requires_grad_("reliability" in terms)
-                with torch.autocast(self.device.type, enabled=self.amp):
-                    losses = self.compute_losses(batch, terms)
-                    total = self.weighting(losses)
-                row = {"step": self.step + 1, "stage": self.conf["stage"], "time": round(time.time() - start, 2),
-                       "lr": self.scheduler.get_last_lr()[0], "loss/total": total.item(),
-                       **{f"loss/{k}": v.item() for k, v in losses.items()}, "skipped": 0}
-                self.optimizer.zero_grad(set_to_none=True)
-                if not torch.isfinite(total):
-                    row["skipped"] = 1
-                    logger.warning(f"step {self.step + 1}: non-finite loss {float(total)}; step skipped")
-                else:
-                    if self.weighting.mode == "gradnorm":
-                        self.weighting.gradnorm_step(losses, shared)
-                    self.scaler.scale(total).backward()
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), conf["grad_clip"])
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                self.scheduler.step()
+                self.train_heads_of(terms)
+                lr = self.set_learning_rate()
+                losses = self.compute_losses(batch, terms)
+                total = self.weighting(losses) if losses else torch.tensor(float("nan"))
+                updated = self.optimise(losses, total)
+                if not updated:
+                    logger.warning(f"step {self.step + 1}: non-finite loss {total.item()}; step skipped")
+                elif any("fused.stability_head" in TERMS[t].heads for t in terms):
+                    self.model.fused.stability_trained.fill_(True)
+                window.add(total.item(), {k: v.item() for k, v in losses.items()}, skipped=not updated)
                 self.step += 1
-                row.update(self.weighting.state())
                 progress.update(1)
-                progress.set_postfix(loss=f"{row['loss/total']:.3f}")
-                if main_process and (self.step % conf["log_every"] == 0 or self.step == end):
-                    self.log(row, writer_state)
+                progress.set_postfix(loss=f"{total.item():.3f}")
+                row = {}
+                if self.step % conf["log_every"] == 0 or self.step == end:
+                    row.update(window.row(), **self.weighting.state())
+                    window = LossWindow()
+                if conf["val_every"] > 0 and (self.step % conf["val_every"] == 0 or self.step == conf["steps"]):
+                    if self.validation is not None:
+                        row.update(self.run_validation())
+                    barrier()
+                if main_process and row:
+                    self.log({"step": self.step, "stage": self.conf["stage"], "time": round(time.time() - start, 2),
+                              "lr": lr, **row}, writer_state)
                 if main_process and (self.step % conf["checkpoint_every"] == 0 or self.step == end):
                     self.save_state()
         except KeyboardInterrupt:
@@ -430,11 +407,9 @@ class Trainer:
             progress.close()
         if self.step < conf["steps"] or not main_process:
             return None
-        if "stability" in self.terms:
-            self.model.fused.stability_trained.fill_(True)
-        return save_checkpoint(self.model.fused.cpu(), self.run_dir / "final.pt",
+        return save_checkpoint(self.model.fused, self.run_dir / "final.pt",
                                {"training": {"stage": self.conf["stage"], "steps": self.step,
-                                             "config_hash": self.hash}})
+                                             "config_hash": self.hash, "best": self.best}})
 
 
 def resolve_config(config: Path, stage: Optional[str], overrides) -> dict:
@@ -456,11 +431,26 @@ def resolve_config(config: Path, stage: Optional[str], overrides) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=("pretrain", "distill", "semantic", "finetune"))
+    parser.add_argument("--stage", choices=("pretrain", "distill", "semantic", "finetune", "stability"))
     parser.add_argument("--config", type=Path, default=Path("configs/base.yaml"))
     parser.add_argument("--pretrained", type=Path, help="fused checkpoint to start from (e.g. the previous stage's final.pt)")
+    stability = parser.add_argument_group("--stage stability: the head learned from a reference map "
+                                          "(fusion.training.map_stability)")
+    stability.add_argument("--reference", type=Path, help="the map (COLMAP model) whose track lengths are the labels")
+    stability.add_argument("--features", type=Path, help="the features (.h5) the map was built from")
+    stability.add_argument("--images", type=Path, help="the map's images")
+    stability.add_argument("--output", type=Path, help="the checkpoint to write")
     parser.add_argument("overrides", nargs="*", help="key.sub=value")
     args = parser.parse_args(argv)
+    if args.stage == "stability":
+        missing = [f"--{name}" for name in ("reference", "features", "images") if getattr(args, name) is None]
+        if missing:
+            parser.error(f"--stage stability needs {' '.join(missing)}")
+        from .map_stability import main as learn_stability  # pycolmap: only this stage needs it
+
+        path = learn_stability(args.reference, args.features, args.images, args.output, args.pretrained)
+        print(f"fused checkpoint with a trained stability head: {path}")
+        return
     conf = resolve_config(args.config, args.stage, args.overrides)
     trainer = Trainer(copy.deepcopy(conf), args.pretrained)
     final = trainer.train()

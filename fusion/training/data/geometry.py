@@ -1,12 +1,17 @@
-"""Dense ground-truth correspondences of a pair at the 1/8 cell centres."""
+"""Dense ground-truth correspondences of a pair at the 1/8 cell centres (descriptors) and corners (XFeat*)."""
 
 import numpy as np
 
 
+def cell_corners(height: int, width: int, cell: int = 8) -> np.ndarray:
+    """(h, w, 2) pixel positions (x, y) of the cells' top-left corners, where XFeat* puts its keypoints."""
+    ys, xs = np.mgrid[0: height // cell, 0: width // cell]
+    return np.stack([xs, ys], -1).astype(np.float32) * cell
+
+
 def cell_centres(height: int, width: int, cell: int = 8) -> np.ndarray:
     """(h, w, 2) pixel positions (x, y) of the cell centres of an image."""
-    ys, xs = np.mgrid[0: height // cell, 0: width // cell]
-    return np.stack([xs, ys], -1).astype(np.float32) * cell + (cell - 1) / 2
+    return cell_corners(height, width, cell) + (cell - 1) / 2
 
 
 def warp_homography(points: np.ndarray, homography: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import cv2
 import h5py
 import numpy as np
 
-from .geometry import cell_centres, warp_depth
+from .geometry import cell_centres, cell_corners, warp_depth
 
 
 def read_depth(path: Path) -> np.ndarray:
@@ -73,5 +73,8 @@ class MegaDepthPairs:
         centres = cell_centres(*depth0.shape)
         warp01, valid01 = warp_depth(centres, depth0, depth1, K0, K1, T_0to1)
         warp10, valid10 = warp_depth(centres, depth1, depth0, K1, K0, np.linalg.inv(T_0to1))
+        corners10, corners10_valid = warp_depth(cell_corners(*depth1.shape), depth1, depth0, K1, K0,
+                                                np.linalg.inv(T_0to1))
         return {"image0": image0, "image1": image1, "warp01": warp01, "valid01": valid01,
-                "warp10": warp10, "valid10": valid10, "homography": np.zeros((3, 3), np.float32)}
+                "warp10": warp10, "valid10": valid10, "corners10": corners10, "corners10_valid": corners10_valid,
+                "homography": np.zeros((3, 3), np.float32)}

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from ...features.io import IMAGE_SUFFIXES
-from .geometry import cell_centres, inside, warp_homography
+from .geometry import cell_centres, cell_corners, inside, warp_homography
 from .labels import ade20k_lookup, cell_labels, label_path, read_stability_labels
 
 
@@ -75,11 +75,13 @@ class SyntheticPairs:
         centres = cell_centres(height, width)
         warp01 = warp_homography(centres, homography)
         warp10 = warp_homography(centres, np.linalg.inv(homography))
+        corners10 = warp_homography(cell_corners(height, width), np.linalg.inv(homography))
         sample = {
             "image0": self.photometric(rng, crop).transpose(2, 0, 1),
             "image1": self.photometric(rng, warped).transpose(2, 0, 1),
             "warp01": warp01, "valid01": inside(warp01, height, width, 4),
             "warp10": warp10, "valid10": inside(warp10, height, width, 4),
+            "corners10": corners10, "corners10_valid": inside(corners10, height, width),
             "homography": homography.astype(np.float32),
         }
         if self.table is not None:

@@ -5,6 +5,8 @@ from typing import List, Sequence
 import torch
 import torch.nn.functional as F
 
+from .registry import register_term
+
 
 def affinity(features: torch.Tensor, grid: int) -> torch.Tensor:
     """Cosine self-similarity (B, n, n) of a map resized to grid x grid (channel-count independent)."""
@@ -47,3 +49,23 @@ def descriptor_distillation(student_desc: torch.Tensor, adapted_teacher: torch.T
     if valid is None:
         return (1 - cosine).mean()
     return ((1 - cosine) * valid).sum() / valid.sum().clamp_min(1)
+
+
+@register_term("structural", inputs=("student", "teacher"))
+def structural_term(conf, student, teacher):
+    """The student's 1/4, 1/8 and 1/16 maps against the teacher's 1/2, 1/4 and trunk maps."""
+    return structural_distillation([student["map_1_4"], student["map_1_8"], student["map_1_16"]],
+                                   [teacher["map_1_2"], teacher["map_1_4"], teacher["trunk"]],
+                                   conf["structural"]["grid"], conf["structural"]["kind"],
+                                   conf["structural"]["layer_weighting"])
+
+
+@register_term("descriptor_distill", inputs=("descriptors", "adapted_teacher"), heads=("adapter",))
+def descriptor_distill_term(conf, descriptors, adapted_teacher):
+    return descriptor_distillation(descriptors, F.normalize(adapted_teacher, dim=1))
+
+
+@register_term("descriptor_anchor", inputs=("descriptors", "xfeat_teacher"))
+def descriptor_anchor_term(conf, descriptors, xfeat_teacher):
+    """1 - cos to the frozen official XFeat's dense descriptors (the same space: no adapter)."""
+    return descriptor_distillation(descriptors, F.normalize(xfeat_teacher["dense_descriptors"], dim=1))

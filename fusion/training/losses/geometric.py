@@ -3,6 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from .registry import register_term
+
 
 def sample_at(maps: torch.Tensor, positions: torch.Tensor, size) -> torch.Tensor:
     """Bilinear samples (B, C, h, w) of ``maps`` at pixel ``positions`` (B, h, w, 2) of an image of ``size``."""
@@ -28,3 +30,14 @@ def epipolar_distance(points0, points1, fundamental) -> torch.Tensor:
     lines1, lines0 = h0 @ fundamental.t(), h1 @ fundamental
     residual = (h1 * lines1).sum(1).abs()
     return residual / lines1[:, :2].norm(dim=1).clamp_min(1e-8) + residual / lines0[:, :2].norm(dim=1).clamp_min(1e-8)
+
+
+@register_term("geometric", inputs=("student", "warps"),
+               heads=("fused.backbone.keypoint_head", "fused.backbone.heatmap_head"), detector=True)
+def geometric_term(conf, student, warps):
+    """Warp consistency of the detection maps: reliability and keypoint probability (1 - "no keypoint")."""
+    detection = torch.cat([student["reliability"], 1 - student["keypoint_logits"].softmax(1)[:, 64:]], 1)
+    b = len(detection) // 2
+    size = (detection.shape[-2] * 8, detection.shape[-1] * 8)
+    return warp_consistency(detection[:b], detection[b:], warps["warp01"], warps["valid01"].float(),
+                            warps["warp10"], warps["valid10"].float(), size)

@@ -2,6 +2,8 @@
 
 import torch
 
+from .registry import mean_or_none, register_term
+
 
 def infonce_hard_negatives(desc0: torch.Tensor, desc1: torch.Tensor, top_k: int = 16,
                            temperature: float = 0.07) -> torch.Tensor:
@@ -15,3 +17,8 @@ def infonce_hard_negatives(desc0: torch.Tensor, desc1: torch.Tensor, top_k: int 
         logits = torch.cat([positive[:, None], negatives], 1)
         losses.append(torch.logsumexp(logits, 1) - positive)
     return torch.cat(losses).mean()
+
+
+@register_term("infonce", inputs=("matches",))
+def infonce_term(conf, matches):
+    return mean_or_none([infonce_hard_negatives(m.desc0, m.desc1, **conf["infonce"]) for m in matches])

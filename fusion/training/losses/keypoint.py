@@ -1,21 +1,43 @@
-"""Keypoint loss: 65-bin classification of each 8x8 cell against a teacher's keypoints."""
+"""Keypoint loss: each 8x8 cell's 65-bin distribution (64 pixels + "no keypoint") against a teacher's."""
 
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from .registry import register_term
 
-def teacher_cell_targets(teacher_logits: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
-    """Per-cell target bin (B, h, w): the teacher's most likely pixel, or 64 (no keypoint) when unsure."""
-    probs = teacher_logits.softmax(1)
-    value, index = probs[:, :64].max(1)
-    return torch.where(value > threshold, index, torch.full_like(index, 64))
+NO_KEYPOINT = 64
 
 
-def keypoint_loss(logits: torch.Tensor, targets: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Cross-entropy of (B, 65, h, w) logits against (B, h, w) bins, optionally weighted per cell."""
-    loss = F.cross_entropy(logits, targets, reduction="none")
-    if weights is None:
+def teacher_cell_targets(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The teacher's 65-bin distribution (B, 65, h, w) of each cell, as the target.
+
+    Soft targets (distillation) rather than the teacher's thresholded arg-max: a student that already
+    equals its teacher (fine-tuning XFeat against XFeat) gets exactly zero gradient from this term.
+    """
+    return teacher_logits.detach().float().softmax(1)
+
+
+def scale_keypoint_mass(targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Targets whose keypoint probability is multiplied by a per-cell weight (B, h, w) in [0, 1],
+    the rest moving to the "no keypoint" bin: SFD2's stability-scaled detection target."""
+    weights = weights[:, None].to(targets.dtype)
+    scaled = targets[:, :NO_KEYPOINT] * weights
+    dustbin = targets[:, NO_KEYPOINT:] + (targets[:, :NO_KEYPOINT] * (1 - weights)).sum(1, keepdim=True)
+    return torch.cat([scaled, dustbin], 1)
+
+
+def keypoint_loss(logits: torch.Tensor, targets: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Cross-entropy of (B, 65, h, w) logits against (B, 65, h, w) target distributions, mean over the
+    cells (or over the ``valid`` (B, h, w) ones)."""
+    loss = -(targets * F.log_softmax(logits.float(), 1)).sum(1)
+    if valid is None:
         return loss.mean()
-    return (loss * weights).sum() / weights.sum().clamp_min(1e-6)
+    return (loss * valid).sum() / valid.sum().clamp_min(1)
+
+
+@register_term("keypoint", inputs=("student", "keypoint_targets"), heads=("fused.backbone.keypoint_head",),
+               detector=True)
+def keypoint_term(conf, student, keypoint_targets):
+    return keypoint_loss(student["keypoint_logits"], keypoint_targets)

@@ -64,17 +64,21 @@ def plot_keypoints_heatmap(image, keypoints, cell_scores, path: Path, stability=
 
 
 def plot_training_curves(metrics_csv: Path, path: Path) -> Path:
-    """Every loss/metric column of a training run's metrics CSV against the step."""
+    """Every loss/metric column of a training run's metrics CSV against the step.
+
+    Columns may be sparse (validation metrics exist only on validation steps): each is drawn from the
+    rows that hold it, with markers when it has few points.
+    """
     with open(metrics_csv, newline="") as fd:
         rows = list(csv.DictReader(fd))
     if not rows:
         raise ValueError(f"{metrics_csv}: no metrics rows")
-    steps = np.array([float(r["step"]) for r in rows])
-    keys = [k for k in rows[0] if k not in ("step", "stage", "time", "lr", "skipped") and rows[0][k] not in ("", None)]
+    skip = ("step", "stage", "time", "lr", "skipped")
+    keys = [k for k in rows[0] if k not in skip and any(r.get(k) not in ("", None) for r in rows)]
     fig, axes = plt.subplots(len(keys), 1, figsize=(7, 1.8 * len(keys) + 0.5), dpi=100, sharex=True, squeeze=False)
     for ax, key in zip(axes[:, 0], keys):
-        values = np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows])
-        ax.plot(steps, values, linewidth=1)
+        points = np.array([(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in ("", None)])
+        ax.plot(points[:, 0], points[:, 1], linewidth=1, marker="o" if len(points) < 30 else None, markersize=3)
         ax.set_ylabel(key, fontsize=8)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")

@@ -6,6 +6,7 @@
 import argparse
 import copy
 import logging
+import re
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
@@ -202,15 +203,23 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def conf_from_args(args) -> dict:
-    conf = copy.deepcopy(confs[args.conf])
-    if args.checkpoint:
-        conf["model"]["checkpoint"] = str(args.checkpoint)
-    if args.max_keypoints:
-        conf["model"]["max_keypoints"] = args.max_keypoints
-    if args.resize_max:
-        conf["preprocessing"]["resize_max"] = args.resize_max
+def conf_with(name: str, checkpoint: Optional[Path] = None, max_keypoints: Optional[int] = None,
+              resize_max: Optional[int] = None) -> dict:
+    """A copy of conf ``name`` with these settings changed, its output name saying so (``-n2048-r640``)."""
+    conf = copy.deepcopy(confs[name])
+    if checkpoint:
+        conf["model"]["checkpoint"] = str(checkpoint)
+    if max_keypoints:
+        conf["model"]["max_keypoints"] = max_keypoints
+        conf["output"] = re.sub(r"-n\d+", f"-n{max_keypoints}", conf["output"])
+    if resize_max:
+        conf["preprocessing"]["resize_max"] = resize_max
+        conf["output"] = re.sub(r"-r\d+", f"-r{resize_max}", conf["output"])
     return conf
+
+
+def conf_from_args(args) -> dict:
+    return conf_with(args.conf, args.checkpoint, args.max_keypoints, args.resize_max)
 
 
 def cli(argv=None):

@@ -9,7 +9,6 @@ hloc's stores UNDEFINED two-view geometries, which pycolmap 4 skips (0 points).
 """
 
 import argparse
-import copy
 import json
 import logging
 import pickle
@@ -133,11 +132,7 @@ def run(
     if feature not in extract.confs or matcher not in match.confs:
         raise ValueError(f"unknown feature {feature!r} or matcher {matcher!r}; "
                          f"features: {sorted(extract.confs)}, matchers: {sorted(match.confs)}")
-    feature_conf = copy.deepcopy(extract.confs[feature])
-    if checkpoint:
-        feature_conf["model"]["checkpoint"] = str(checkpoint)
-    if max_keypoints:
-        feature_conf["model"]["max_keypoints"] = max_keypoints
+    feature_conf = extract.conf_with(feature, checkpoint, max_keypoints)
     matcher_conf = match.confs[matcher]
     check_inputs(scene, feature_conf, matcher_conf, feature, backend)
     outputs = Path(outputs)

@@ -10,7 +10,6 @@ pairs (exhaustive for small sets, VLAD retrieval otherwise, or a pairs file), ma
 and a picture of the cameras and points.
 """
 
-import copy
 import json
 import logging
 from collections import Counter
@@ -381,12 +380,7 @@ def run(
         raise ValueError(f"camera mode {camera_mode!r} is not one of {', '.join(CAMERA_MODES)}")
     images, outputs = Path(images), Path(outputs)
     names = image_names(images, image_list)
-    feature_conf = copy.deepcopy(extract.confs[feature])
-    for key, value in (("checkpoint", checkpoint and str(checkpoint)), ("max_keypoints", max_keypoints)):
-        if value:
-            feature_conf["model"][key] = value
-    if resize_max:
-        feature_conf["preprocessing"]["resize_max"] = resize_max
+    feature_conf = extract.conf_with(feature, checkpoint, max_keypoints, resize_max)
     outputs.mkdir(parents=True, exist_ok=True)
     timer = report.StepTimer()
     # named as localization.pipeline names them, so that localize_scene.py with these outputs re-uses them

@@ -18,10 +18,12 @@ extractor on an image of another size before the command returns.
 """
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -103,18 +105,32 @@ def example_image(height: int = 480, width: int = 640) -> torch.Tensor:
     return torch.nn.functional.interpolate(coarse, (height, width), mode="bicubic").clamp(0, 1)
 
 
+@contextlib.contextmanager
+def quiet_exporter():
+    """Without the exporter's notes that do not concern this model (torchvision's operators, deprecations)."""
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        registry.setLevel(level)
+
+
 def write_onnx(extractor: nn.Module, path: Path, metadata: dict) -> None:
     try:
         import onnx
     except ImportError:
         raise ValueError('ONNX export needs the onnx package: pip install -e ".[export]"') from None
     height, width = torch.export.Dim("height_32"), torch.export.Dim("width_32")
-    with torch.no_grad():
+    with torch.no_grad(), quiet_exporter():
         # strict: data-dependent sizes (NMS candidates) must not be specialised
         program = torch.export.export(SparseOutputs(extractor), (example_image(),), strict=True,
                                       dynamic_shapes={"image": {2: 32 * height, 3: 32 * width}})
         torch.onnx.export(program, (example_image(),), str(path), input_names=["image"],
-                          output_names=list(OUTPUTS))
+                          output_names=list(OUTPUTS), external_data=False, verbose=False)
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, {"fusion": json.dumps(metadata)})
     onnx.save(model, str(path))

@@ -3,6 +3,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 root = Path(__file__).parent
+EXPORT = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"]
 
 setup(
     name="fusion",
@@ -25,6 +26,11 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"]},
+    # export: ONNX export (onnx, onnxscript for torch's exporter) and ONNX Runtime to run and check it.
+    # test includes it (CPU-only wheels, about 45 MB next to torch's 200) so that CI runs the export tests.
+    extras_require={
+        "export": EXPORT,
+        "test": ["pytest", *EXPORT],
+    },
     license="Apache-2.0",
 )

@@ -45,8 +45,11 @@ def numpy_matcher(name: str) -> Matcher:
     """The matcher of conf ``name`` of ``fusion.features.match.confs``."""
     if name not in match.confs:
         raise ValueError(f"unknown matcher {name!r}; known: {sorted(match.confs)}")
-    model = build_model(match.confs[name]["model"], MATCHERS)
+    return model_matcher(build_model(match.confs[name]["model"], MATCHERS))
 
+
+def model_matcher(model: torch.nn.Module) -> Matcher:
+    """A matcher model (hloc's interface) as a numpy matcher."""
     def run(features0, features1):
         data = {}
         for i, features in enumerate((features0, features1)):

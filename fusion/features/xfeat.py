@@ -6,7 +6,7 @@ subclass also returns the intermediate maps that distillation needs.
 
 from importlib import resources
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +119,7 @@ def detect_sparse(
     max_keypoints: int,
     detection_threshold: float,
     nms_kernel: int = 5,
-    stability: torch.Tensor = None,
+    stability: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
     """XFeat sparse detection on one image's maps: NMS, heatmap x reliability, top-k, bicubic descriptors.
 

@@ -36,7 +36,7 @@ import torch
 from fusion.benchmarks import homography
 from fusion.benchmarks.adapters import model_matcher, numpy_extractor
 from fusion.features import extract
-from fusion.features.h5 import FeatureReader, ResumableH5Writer
+from fusion.features.h5 import FeatureReader, H5Writer
 from fusion.features.match import MATCH_DATASETS
 from fusion.features.matchers import (
     LighterGlue,
@@ -188,7 +188,7 @@ def time_h5(features: Path, names: list, pairs: int, folder: Path) -> dict:
     matches = {"matches0": rng.integers(-1, 4096, 4096).astype(np.int32),
                "matching_scores0": rng.random(4096).astype(np.float16)}
     start = time.perf_counter()
-    with ResumableH5Writer(folder / "h5-timing.h5", MATCH_DATASETS) as writer:
+    with H5Writer(folder / "h5-timing.h5", MATCH_DATASETS, recipe={}, overwrite=True) as writer:
         for i in range(pairs):
             writer.write(f"a{i}.png/b{i}.png", matches)
     return {"read": read, "write": 1000 * (time.perf_counter() - start) / pairs}

@@ -45,6 +45,9 @@ def onnx_extractor(path: Path, threads: int) -> Callable[[np.ndarray], Tuple[np.
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # ONNX Runtime's idle threads otherwise spin for a while after each run, taking the cores from
+    # the PyTorch run timed next to it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda image: session.run(None, {"image": (image.transpose(2, 0, 1)[None] / np.float32(255))})
 

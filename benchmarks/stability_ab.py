@@ -1,6 +1,7 @@
 """A/B of the stability head learned from the map: plain XFeat against fused_xfeat with it.
 
     python benchmarks/stability_ab.py [--keypoints 1024 2048 4096] [--datasets demo herzjesu]
+    python benchmarks/stability_ab.py --time-map 30 [--size 1024 768]
 
 For each dataset and keypoint budget: ``xfeat`` (the map and the queries with plain XFeat), then the
 stability head learned from that map (``pipeline.run_learning_stability``) used two ways:
@@ -9,11 +10,20 @@ stability head learned from that map (``pipeline.run_learning_stability``) used 
 condition: mean PnP inliers, recall at (5 cm, 0.5 deg) and (0.25 m, 2 deg), median errors; plus the
 head's held-out per-class accuracy. Datasets: the demo street (6 day, 4 night queries) and
 Herz-Jesu-P8 with 0002 and 0005 held out as queries (../shared/data; skipped when absent).
+
+``--time-map N`` instead times the training command itself: a demo street with N database images
+(``--size``), its map built with plain XFeat, then the wall time of
+``python -m fusion.train --stage stability --reference MODEL --features FEATS --images DIR`` in a
+fresh process, start-up included.
 """
 
 import argparse
 import copy
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,14 +81,35 @@ def summary(scene, results: Path) -> dict:
     return out
 
 
+def time_training(num_images: int, size, out: Path, threads: int) -> None:
+    dataset = out / "dataset"
+    if not (dataset / "queries/ground_truth.txt").exists():
+        demo_scene.generate(dataset, num_db=num_images, size=tuple(size))
+    scene = scenes.aachen(dataset)
+    built = pipeline.run(scene, out, feature="xfeat", num_db_pairs=6, num_loc_pairs=5)
+    command = [sys.executable, "-m", "fusion.train", "--stage", "stability", "--reference", str(built["sfm"]),
+               "--features", str(built["features"]), "--images", str(scene.images), "--output", str(out / "stability.pt")]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    wall = time.perf_counter() - start
+    training = torch.load(out / "stability.pt", weights_only=False)["training"]
+    print(f"\n{num_images}-image map at {size[0]}x{size[1]}, {threads} threads: `fusion.train --stage stability` took "
+          f"{wall:.1f} s wall (training itself {training['seconds']:.1f} s); held-out accuracy "
+          + " / ".join(f"{v:.2f}" for v in training["val_accuracy"].values()))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keypoints", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--datasets", nargs="+", default=["demo", "herzjesu"], choices=["demo", "herzjesu"])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "stability_ab")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--time-map", type=int, metavar="N", help="time the training command on an N-image map instead")
+    parser.add_argument("--size", type=int, nargs=2, default=[1024, 768], help="image size for --time-map")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.time_map:
+        return time_training(args.time_map, args.size, args.out / f"timing-{args.time_map}", args.threads)
     rows, accuracy = [], {}
     for dataset in args.datasets:
         out = args.out / dataset

@@ -19,7 +19,7 @@ from .errors import finish_batch, run_cli
 from .h5 import H5Writer
 from .io import ImageError, list_images, read_image, read_image_list, resize_image
 from .provenance import WEIGHT_PATH_KEYS, existing, make_recipe
-from .runtime import in_shard, parse_shard, resolve_device
+from .runtime import FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
@@ -173,7 +173,9 @@ def main(
         model = build_model(conf["model"], EXTRACTORS).to(resolve_device(device))
         loader = torch.utils.data.DataLoader(PreparedImages(image_dir, todo, conf["preprocessing"]), batch_size=None,
                                              num_workers=workers, collate_fn=as_is)
+        memory = FreedMemoryReleaser()
         for item in tqdm(loader, desc="extract", unit="img", total=len(todo)):
+            memory.step()
             try:
                 if "error" in item:
                     raise ImageError(item["error"])

@@ -17,7 +17,7 @@ from .errors import finish_batch, run_cli
 from .h5 import FeatureReader, H5Writer
 from .io import names_to_pair, read_pairs
 from .provenance import WEIGHT_PATH_KEYS, existing, input_fingerprint, make_recipe, read_recipe
-from .runtime import in_shard, parse_shard, resolve_device
+from .runtime import FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
@@ -126,8 +126,10 @@ def main(
         model = build_model(conf["model"], MATCHERS).to(device)
         reader_q = FeatureReader(features)
         reader_r = FeatureReader(features_ref) if features_ref else reader_q
+        memory = FreedMemoryReleaser()
         try:
             for a, b in tqdm(todo, desc="match", unit="pair"):
+                memory.step()
                 try:
                     pred = model(pair_input(reader_q.read(a), reader_r.read(b), device))
                 except Exception as error:  # a bad pair must not stop the batch

@@ -57,7 +57,7 @@ def plot_keypoints_heatmap(image, keypoints, cell_scores, path: Path, stability=
         bar.ax.set_yticklabels([f"{w:g} {c.replace('_', '-')}" for w, c in zip(STABILITY_WEIGHTS, STABILITY_CLASSES)],
                                fontsize=7)
         bar.set_label("stability weight of keypoint scores", fontsize=8)
-        axes[2].set_title("stability (SFD2 weight: expected over the predicted classes)", fontsize=9)
+        axes[2].set_title("stability: SFD2 weight of each cell's predicted class", fontsize=9)
     if note:
         fig.suptitle(note, fontsize=8, y=1 - 0.1 / size[1], va="top")
     return save_figure(fig, path, tight=False)

@@ -34,6 +34,7 @@ def save_figure(fig, path: Path, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
     jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, **({"pil_kwargs": {"quality": 90}} if jpeg else {}))
     plt.close(fig)
     return Path(path)

@@ -50,7 +50,7 @@ def assert_graph_matches_extract(graph, images, tmp_path, conf, checkpoint=None)
         assert check["descriptors"] <= 2e-3, (name, check)
         counts.append(len(keypoints))
     reader.close()
-    assert counts[0] == 4096 > counts[1] > 500  # the top-k is dynamic
+    return counts
 
 
 def test_onnx_graph_in_onnx_runtime_matches_extract(images, tmp_path):
@@ -62,10 +62,12 @@ def test_onnx_graph_in_onnx_runtime_matches_extract(images, tmp_path):
     assert [o.name for o in model.graph.output] == ["keypoints", "scores", "descriptors"]
     metadata = json.loads({p.key: p.value for p in model.metadata_props}["fusion"])
     assert metadata["conf"] == "xfeat" and metadata["model"]["max_keypoints"] == 4096
-    assert_graph_matches_extract(load_graph(path, "onnx"), images, tmp_path, extract.confs["xfeat"])
+    counts = assert_graph_matches_extract(load_graph(path, "onnx"), images, tmp_path, extract.confs["xfeat"])
+    assert counts[0] == 4096 > counts[1] > 500  # the top-k is dynamic
 
 
 def test_torchscript_graph_of_a_fused_checkpoint_matches_extract(images, tmp_path):
+    torch.manual_seed(0)
     fused = FusedXFeat()
     torch.nn.init.normal_(fused.stability_head.layers[-1].weight, std=0.5)  # a weight that reorders keypoints
     fused.stability_trained.fill_(True)
@@ -74,8 +76,9 @@ def test_torchscript_graph_of_a_fused_checkpoint_matches_extract(images, tmp_pat
     files = {"fusion.json": ""}
     torch.jit.load(str(path), _extra_files=files)
     assert json.loads(files["fusion.json"])["checkpoint_sha256"] is not None
-    assert_graph_matches_extract(load_graph(path, "torchscript"), images, tmp_path, extract.confs["fused_xfeat"],
-                                 checkpoint)
+    counts = assert_graph_matches_extract(load_graph(path, "torchscript"), images, tmp_path,
+                                          extract.confs["fused_xfeat"], checkpoint)
+    assert counts[0] > counts[1] > 100  # fewer where the stability weight lowers the heat below the threshold
 
 
 def test_export_cli_names_a_missing_checkpoint_in_one_line(tmp_path, capsys):

@@ -66,19 +66,32 @@ def test_onnx_graph_in_onnx_runtime_matches_extract(images, tmp_path):
     assert counts[0] == 4096 > counts[1] > 500  # the top-k is dynamic
 
 
-def test_torchscript_graph_of_a_fused_checkpoint_matches_extract(images, tmp_path):
+@pytest.fixture
+def trained_checkpoint(tmp_path):
     torch.manual_seed(0)
     fused = FusedXFeat()
     torch.nn.init.normal_(fused.stability_head.layers[-1].weight, std=0.5)  # a weight that reorders keypoints
     fused.stability_trained.fill_(True)
-    checkpoint = save_checkpoint(fused, tmp_path / "fused.pt")
-    path = export("fused_xfeat", "torchscript", tmp_path / "fused.pt2", checkpoint=checkpoint)
+    return save_checkpoint(fused, tmp_path / "fused.pt")
+
+
+def test_torchscript_graph_of_a_fused_checkpoint_matches_extract(images, tmp_path, trained_checkpoint):
+    path = export("fused_xfeat", "torchscript", tmp_path / "fused.pt2", checkpoint=trained_checkpoint)
     files = {"fusion.json": ""}
     torch.jit.load(str(path), _extra_files=files)
     assert json.loads(files["fusion.json"])["checkpoint_sha256"] is not None
     counts = assert_graph_matches_extract(load_graph(path, "torchscript"), images, tmp_path,
-                                          extract.confs["fused_xfeat"], checkpoint)
+                                          extract.confs["fused_xfeat"], trained_checkpoint)
     assert counts[0] > counts[1] > 100  # fewer where the stability weight lowers the heat below the threshold
+
+
+def test_onnx_graph_of_a_fused_checkpoint_matches_extract(images, tmp_path, trained_checkpoint):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    path = export("fused_xfeat", "onnx", tmp_path / "fused.onnx", checkpoint=trained_checkpoint)
+    counts = assert_graph_matches_extract(load_graph(path, "onnx"), images, tmp_path, extract.confs["fused_xfeat"],
+                                          trained_checkpoint)
+    assert counts[0] > counts[1] > 100
 
 
 def test_export_cli_names_a_missing_checkpoint_in_one_line(tmp_path, capsys):

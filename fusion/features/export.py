@@ -64,9 +64,8 @@ class NetworkMaps(nn.Module):
 
     def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         maps = self.extractor.maps(image)
-        weight = self.extractor.fused.score_weight(maps) if self.extractor.fused is not None else None
-        if weight is not None:
-            maps["score_weight"] = weight
+        if self.extractor.stability_weighted:
+            maps["score_weight"] = self.extractor.fused.stability_weight(maps)
         return maps
 
 
@@ -164,8 +163,12 @@ def export(conf_name: str, format: str, output: Path, checkpoint: Path = None, m
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     (write_onnx if format == "onnx" else write_torchscript)(extractor, tmp, metadata)
+    try:
+        check = self_check(extractor, tmp, format)  # before the file takes its name: a failed check leaves none
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(output)
-    check = self_check(extractor, output, format)
     if check is not None:
         logger.info(f"{output}: {check['shared']:.1%} of the extractor's keypoints on a 384x512 image, "
                     f"descriptors within {check['descriptors']:.1e}")

@@ -63,6 +63,9 @@ class FusionExtractor(nn.Module):
                 announce_backbone_only()
             self.fused = None
             self.backbone = load_xfeat_backbone()
+        # Detection is weighted by stability with a fused checkpoint whose head is trained; a Python
+        # bool read once, since torch.export cannot branch on a tensor's value.
+        self.stability_weighted = self.fused is not None and bool(self.fused.stability_trained)
         self.eval()
 
     @property
@@ -76,7 +79,7 @@ class FusionExtractor(nn.Module):
     def extract_sparse(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         resized, ratio = resize_to_multiple_of_32(image)
         maps = self.maps(resized)
-        stability = self.fused.score_weight(maps) if self.fused is not None else None
+        stability = self.fused.stability_weight(maps) if self.stability_weighted else None
         pred = detect_sparse(
             maps, resized.shape[-2:], self.conf["max_keypoints"],
             self.conf["detection_threshold"], self.conf["nms_kernel"], stability,

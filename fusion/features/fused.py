@@ -36,8 +36,10 @@ class FusedXFeat(nn.Module):
 
     def score_weight(self, maps: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-cell keypoint weight from the stability head, or None while it is untrained."""
-        if not bool(self.stability_trained):
-            return None
+        return self.stability_weight(maps) if bool(self.stability_trained) else None
+
+    def stability_weight(self, maps: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-cell keypoint weight from the stability head, trained or not (graphs decide beforehand)."""
         logits = maps.get("stability_logits")
         if logits is None:
             logits = self.stability_head(maps["dense_descriptors"])

@@ -36,6 +36,9 @@ logger = logging.getLogger("fusion")
 
 default_conf = {
     "val_share": 0.2,  # images held out for validation (at least one when there are two or more)
+    # Images the head learns from, a fixed spread-out sample of larger maps: the head is two 1x1
+    # convolutions, and the cells' descriptors (about 3 MB per 1024-px image) stay in memory for training.
+    "max_images": 400,
     "steps": 400,
     "batch_cells": 8192,
     "lr": 2e-3,
@@ -90,11 +93,18 @@ def held_out(name: str, share: float) -> bool:
     return zlib.crc32(name.encode()) % 1000 < share * 1000
 
 
-def image_labels(model: pycolmap.Reconstruction, reader: FeatureReader, preprocessing: dict, images: Path):
-    """Per reference image with features: its network input and the labels of its 1/8 cells."""
-    for image in sorted(model.images.values(), key=lambda image: image.name):
-        if image.name not in reader.fd:
-            continue
+def image_sample(model: pycolmap.Reconstruction, reader: FeatureReader, count: int) -> List[pycolmap.Image]:
+    """The model's images with features, or ``count`` of them chosen by a hash of the name (spread, fixed)."""
+    found = [image for image in model.images.values() if image.name in reader.fd]
+    if len(found) > count:
+        found = sorted(found, key=lambda image: zlib.crc32(b"sample:" + image.name.encode()))[:count]
+    return sorted(found, key=lambda image: image.name)
+
+
+def image_labels(model: pycolmap.Reconstruction, sample: List[pycolmap.Image], reader: FeatureReader,
+                 preprocessing: dict, images: Path):
+    """Per image of ``sample``, one at a time: its network input and the labels of its 1/8 cells."""
+    for image in sample:
         tensor, original_size = prepare_image(images / image.name, preprocessing)
         resized, _ = resize_to_multiple_of_32(tensor)
         keypoints = reader.keypoints(image.name)
@@ -168,28 +178,30 @@ def main(reference: Path, features: Path, images: Path, output: Optional[Path] =
         raise ValueError(f"{reference}: the model has no 3D points: there are no tracks to learn stability from")
     recipe = read_recipe(features) or {}
     preprocessing = recipe.get("conf", {}).get("preprocessing", {"resize_max": 1024})
+    torch.manual_seed(conf["seed"])  # the head's initial weights: the same checkpoint from the same inputs
     fused = load_checkpoint(base_checkpoint) if base_checkpoint else FusedXFeat()
     fused.eval()
     fused.requires_grad_(False)
     fused.stability_head.requires_grad_(True)
     reader = FeatureReader(features)
     try:
-        labelled = list(tqdm(image_labels(model, reader, preprocessing, images), desc="map labels", unit="img"))
+        sample = image_sample(model, reader, conf["max_images"])
+        if not sample:
+            raise ValueError(f"{reference}: no image of the model has features in {features}")
+        val_names = {image.name for image in sample if held_out(image.name, conf["val_share"])}
+        if not val_names and len(sample) > 1:
+            val_names = {sample[-1].name}  # no image fell on the held-out side: hold one out anyway
+        rng = np.random.default_rng(conf["seed"])
+        train, val, counts = [], [], np.zeros(3, np.int64)
+        for name, tensor, labels in tqdm(image_labels(model, sample, reader, preprocessing, images),
+                                         desc="map labels", unit="img", total=len(sample)):
+            counts += np.bincount(labels[labels != IGNORE], minlength=3)
+            variants = ("original",) if name in val_names else conf["variants"]
+            for kind in variants:
+                maps = descriptor_maps(fused, photometric_variant(tensor[0], kind, rng)[None])
+                (val if name in val_names else train).append(cells(maps, labels))
     finally:
         reader.close()
-    if not labelled:
-        raise ValueError(f"{reference}: no image of the model has features in {features}")
-    val_names = {name for name, _, _ in labelled if held_out(name, conf["val_share"])}
-    if not val_names and len(labelled) > 1:
-        val_names = {labelled[-1][0]}  # no image fell on the held-out side: hold one out anyway
-    rng = np.random.default_rng(conf["seed"])
-    train, val, counts = [], [], np.zeros(3, np.int64)
-    for name, tensor, labels in labelled:
-        counts += np.bincount(labels[labels != IGNORE], minlength=3)
-        variants = ("original",) if name in val_names else conf["variants"]
-        for kind in variants:
-            maps = descriptor_maps(fused, photometric_variant(tensor[0], kind, rng)[None])
-            (val if name in val_names else train).append(cells(maps, labels))
     losses = train_head(fused, torch.cat([c for c, _ in train]), torch.cat([label for _, label in train]), conf)
     validation = {}
     if val:
@@ -199,7 +211,7 @@ def main(reference: Path, features: Path, images: Path, output: Optional[Path] =
     fused.stability_trained.fill_(True)
     summary = {"stage": "stability", "reference": input_fingerprint(reference), "features": input_fingerprint(features),
                "cells_per_class": dict(zip(STABILITY_CLASSES, counts.tolist())),
-               "train_images": len(labelled) - len(val_names), "val_images": sorted(val_names), "val_accuracy": validation,
+               "train_images": len(sample) - len(val_names), "val_images": sorted(val_names), "val_accuracy": validation,
                "final_loss": round(float(np.mean(losses[-20:])), 4), "seconds": round(time.perf_counter() - start, 1),
                "conf": {k: list(v) if isinstance(v, tuple) else v for k, v in conf.items()}}
     save_checkpoint(fused, output, {"training": summary})

@@ -446,9 +446,17 @@ def main(argv=None):
         missing = [f"--{name}" for name in ("reference", "features", "images") if getattr(args, name) is None]
         if missing:
             parser.error(f"--stage stability needs {' '.join(missing)}")
-        from .map_stability import main as learn_stability  # pycolmap: only this stage needs it
+        from .map_stability import default_conf as stability_conf  # pycolmap: only this stage needs it
+        from .map_stability import main as learn_stability
 
-        path = learn_stability(args.reference, args.features, args.images, args.output, args.pretrained)
+        conf = {}
+        for override in args.overrides:
+            key, _, value = override.partition("=")
+            if key not in stability_conf or not value:
+                parser.error(f"--stage stability: {override!r} is not key=value with a key of "
+                             f"{', '.join(sorted(stability_conf))}")
+            conf[key] = yaml.safe_load(value)
+        path = learn_stability(args.reference, args.features, args.images, args.output, args.pretrained, conf)
         print(f"fused checkpoint with a trained stability head: {path}")
         return
     conf = resolve_config(args.config, args.stage, args.overrides)

@@ -1,18 +1,18 @@
 """Build a map (a COLMAP model) from unposed photos with fusion's features and pycolmap's mapper.
 
-    python pipelines/reconstruct.py --images DIR --outputs DIR [--feature fused_xfeat] [--matcher xfeat_mnn_strict]
+    python pipelines/reconstruct.py --images DIR --outputs OUTPUTS [--feature fused_xfeat] [--matcher xfeat_mnn_strict]
         [--pairs auto|exhaustive|retrieval:K|FILE] [--camera-mode auto|single|per_image]
         [--camera-model SIMPLE_RADIAL] [--gt MODEL]
 
 Writes OUTPUTS/sfm/ (the largest model, COLMAP binary; every model in sfm/models/, the database
-in sfm/database.db), OUTPUTS/reconstruction.png and OUTPUTS/report.html. Intrinsics come from EXIF when present,
+in sfm/database.db), OUTPUTS/reconstruction.png and OUTPUTS/reconstruction.html. Intrinsics come from EXIF when present,
 otherwise from the image size (focal 1.2 x the longest side), and are refined by the mapper.
 --pairs auto matches all pairs up to 40 images, else each image with its 20 nearest by VLAD
 retrieval. --camera-mode auto shares one camera among photos of the same size and EXIF camera and
 focal length. Unreadable images are skipped and listed. With --gt (a COLMAP model of the same
 images), the cameras are Sim(3)-aligned to it and their errors printed. Then localize new photos:
 
-    python pipelines/localize_scene.py --images DIR --reference OUTPUTS/sfm --queries LIST --outputs DIR2
+    python pipelines/localize_scene.py --images DIR --reference OUTPUTS/sfm --queries LIST --outputs OUTPUTS
 """
 
 import argparse
@@ -41,6 +41,7 @@ def main(argv=None):
     parser.add_argument("--camera-mode", default="auto", choices=reconstruction.CAMERA_MODES)
     parser.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model")
     parser.add_argument("--gt", type=Path, help="ground-truth COLMAP model of the same images")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N] for features and matching")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's log")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished steps")
     args = parser.parse_args(argv)
@@ -48,7 +49,7 @@ def main(argv=None):
     start = time.time()
     out = reconstruction.run(args.images, args.outputs, args.feature, args.matcher, args.pairs, args.camera_mode,
                              args.image_list, args.checkpoint, args.max_keypoints, args.resize_max,
-                             args.camera_model, overwrite=args.overwrite, verbose=args.verbose)
+                             args.camera_model, overwrite=args.overwrite, verbose=args.verbose, device=args.device)
     print(f"reconstruction: {reconstruction.describe(out['statistics'])}\n"
           f"model:   {out['sfm']} (COLMAP binary)\npicture: {out['picture']}\nreport:  {out['report_html']}\n"
           f"time:    {time.time() - start:.1f} s")

@@ -41,3 +41,7 @@ def test_merged_parts_equal_a_single_run(tmp_path, image_folder):
     other = extract.main(small_conf(128), image_folder, feature_path=tmp_path / "other.h5", shard=(1, 3), workers=0)
     with pytest.raises(ValueError, match=r"made differently .*max_keypoints: 256 -> 128"):
         merge.main(tmp_path / "bad.h5", [parts[0], other])
+    with pytest.raises(ValueError, match="parts 2/3 are missing"):
+        merge.main(tmp_path / "incomplete.h5", [parts[0], parts[2]])
+    partial = merge.main(tmp_path / "partial.h5", [parts[0], parts[2]], partial=True)
+    assert not (tmp_path / "incomplete.h5").exists() and partial.is_file()

@@ -19,7 +19,7 @@ from .errors import finish_batch, run_cli
 from .h5 import H5Writer
 from .io import ImageError, list_images, read_image, read_image_list, resize_image
 from .provenance import WEIGHT_PATH_KEYS, existing, make_recipe
-from .runtime import FreedMemoryReleaser, in_shard, parse_shard, resolve_device
+from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
@@ -168,6 +168,8 @@ def main(
     logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
     failures = []
     with writer:  # also when nothing is left to do: a shard without images still gets its (empty) file
+        if shard:
+            writer.write_file_attrs({SHARD_ATTR: f"{shard[0]}/{shard[1]}"})
         if not todo:
             return feature_path
         model = build_model(conf["model"], EXTRACTORS).to(resolve_device(device))

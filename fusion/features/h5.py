@@ -38,6 +38,13 @@ def complete_keys(fd: h5py.File, required: Iterable[str]) -> Set[str]:
     return {group for group, datasets in found.items() if required <= datasets}
 
 
+class MissingEntryError(KeyError):
+    """A name that an h5 file has no group for (a KeyError whose message prints without quotes)."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
 def open_h5(path: Path, what: str, required: Iterable[str]) -> h5py.File:
     """An h5 input opened for reading, or one clear error: missing, not HDF5, or another kind of file."""
     path = Path(path)
@@ -162,9 +169,11 @@ class FeatureReader:
 
     def _read(self, name: str) -> Dict[str, torch.Tensor]:
         if name not in self.fd:
-            raise KeyError(f"{name}: no features in {self.path}")
+            raise MissingEntryError(f"{name}: no features in {self.path}")
         group = self.fd[name]
-        return {k: torch.from_numpy(group[k][()]).float() for k in ("keypoints", "descriptors", "image_size")}
+        # scores when stored: a matcher's keypoint cap keeps the best ones even in files not stored best first
+        keys = [k for k in ("keypoints", "descriptors", "image_size", "scores") if k in group]
+        return {k: torch.from_numpy(group[k][()]).float() for k in keys}
 
     def names(self) -> Set[str]:
         """Names of the images with features in the file."""
@@ -172,13 +181,13 @@ class FeatureReader:
 
     def keypoints(self, name: str) -> np.ndarray:
         if name not in self.fd:
-            raise KeyError(f"{name}: no features in {self.path}")
+            raise MissingEntryError(f"{name}: no features in {self.path}")
         return self.fd[name]["keypoints"][()].astype(np.float64)
 
     def uncertainty(self, name: str) -> float:
         """hloc's keypoint ``uncertainty`` attribute (the extraction's resize factor), 1 when absent."""
         if name not in self.fd:
-            raise KeyError(f"{name}: no features in {self.path}")
+            raise MissingEntryError(f"{name}: no features in {self.path}")
         return float(self.fd[name]["keypoints"].attrs.get("uncertainty", 1.0))
 
     def close(self):
@@ -199,7 +208,7 @@ class MatchReader:
         if key not in self.fd:
             key, reverse = names_to_pair(name1, name0), True
             if key not in self.fd:
-                raise KeyError(f"{self.path}: no matches for pair {name0} {name1}")
+                raise MissingEntryError(f"{self.path}: no matches for pair {name0} {name1}")
         matches0 = self.fd[key]["matches0"][()]
         scores = self.fd[key]["matching_scores0"][()].astype(np.float32)
         index = np.flatnonzero(matches0 > -1)

@@ -17,7 +17,7 @@ from .errors import finish_batch, run_cli
 from .h5 import FeatureReader, H5Writer
 from .io import names_to_pair, read_pairs
 from .provenance import WEIGHT_PATH_KEYS, existing, input_fingerprint, make_recipe, read_recipe
-from .runtime import FreedMemoryReleaser, in_shard, parse_shard, resolve_device
+from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
@@ -32,6 +32,11 @@ confs = {
     "lighterglue": {
         "output": "matches-lighterglue",
         "model": {"name": "fusion_lighterglue", "filter_threshold": 0.1},
+    },
+    # LightGlue's early exit: 0.8x the time, MMA@3 -0.007 on Oxford (README, Measured)
+    "lighterglue_fast": {
+        "output": "matches-lighterglue-fast",
+        "model": {"name": "fusion_lighterglue", "filter_threshold": 0.1, "depth_confidence": 0.95},
     },
 }
 
@@ -120,6 +125,8 @@ def main(
     logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
     failures = []
     with writer:  # also when nothing is left to do: a shard without pairs still gets its (empty) file
+        if shard:
+            writer.write_file_attrs({SHARD_ATTR: f"{shard[0]}/{shard[1]}"})
         if not todo:
             return matches
         device = resolve_device(device)

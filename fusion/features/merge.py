@@ -3,8 +3,9 @@
 ``python -m fusion.merge --output FEATURES.h5 part1.h5 part2.h5 ...``
 
 The parts (``fusion.extract ... --shard I/N``, ``fusion.match ... --shard I/N``) must have been made
-the same way (same recipe); the result holds every group once and equals what one unsharded run
-writes. Merging is resumable: groups already in the output are skipped.
+the same way (same recipe), and all N of them must be given (``--partial`` merges fewer); the result
+holds every group once and equals what one unsharded run writes. Merging is resumable: groups
+already in the output are skipped.
 """
 
 import argparse
@@ -18,13 +19,35 @@ from tqdm import tqdm
 from .errors import run_cli
 from .h5 import H5Writer, complete_keys
 from .provenance import differences, fingerprint, read_recipe
+from .runtime import SHARD_ATTR
 
 logger = logging.getLogger("fusion")
 
-REQUIRED = {"features": ("keypoints", "descriptors"), "matches": ("matches0",), "global_descriptors": ("global_descriptor",)}
+REQUIRED = {"features": ("keypoints", "descriptors"), "matches": ("matches0",)}
 
 
-def main(output: Path, parts: List[Path], overwrite: bool = False) -> Path:
+def check_complete(parts: List[Path]) -> None:
+    """Every shard 1..N of one split among ``parts``, or an error naming the missing ones."""
+    shards = {}
+    for part in parts:
+        with h5py.File(part, "r") as fd:
+            shards[part] = fd.attrs.get(SHARD_ATTR)
+    if not any(shards.values()):
+        return  # whole files (e.g. two extractions of different images): nothing to check
+    unsharded = [str(part) for part, shard in shards.items() if not shard]
+    if unsharded:
+        raise ValueError(f"{', '.join(unsharded)}: not made with --shard, unlike the other parts")
+    splits = {int(shard.split("/")[1]) for shard in shards.values()}
+    if len(splits) > 1:
+        raise ValueError(f"the parts come from splits into {sorted(splits)} shards; give the parts of one split")
+    count = splits.pop()
+    missing = sorted(set(range(1, count + 1)) - {int(shard.split("/")[0]) for shard in shards.values()})
+    if missing:
+        raise ValueError(f"parts {', '.join(f'{i}/{count}' for i in missing)} are missing; give all {count} "
+                         "parts, or --partial to merge only these")
+
+
+def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool = False) -> Path:
     parts = [Path(part) for part in parts]
     if not parts:
         raise ValueError("give the part files to merge")
@@ -41,6 +64,8 @@ def main(output: Path, parts: List[Path], overwrite: bool = False) -> Path:
             changes = differences(recipes[0], recipe)
             raise ValueError(f"{part} was made differently from {parts[0]} ({'; '.join(changes[:3])}); "
                              "only parts of one run can be merged")
+    if not partial:
+        check_complete(parts)
     required = REQUIRED[recipes[0]["kind"]]
     writer = H5Writer(output, required, recipes[0], overwrite)
     copied = 0
@@ -62,8 +87,9 @@ def cli(argv=None):
     parser.add_argument("--output", type=Path, required=True, help="the merged .h5 to write")
     parser.add_argument("parts", type=Path, nargs="+", help="the part files")
     parser.add_argument("--overwrite", action="store_true", help="start --output afresh")
+    parser.add_argument("--partial", action="store_true", help="merge the parts given even if some of the N are missing")
     args = parser.parse_args(argv)
-    main(args.output, args.parts, args.overwrite)
+    main(args.output, args.parts, args.overwrite, args.partial)
 
 
 if __name__ == "__main__":

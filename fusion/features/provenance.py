@@ -117,6 +117,8 @@ def read_recipe(path: Path) -> Optional[dict]:
     if path.is_dir():
         source = path / FOLDER_RECIPE
     elif path.suffix == ".h5":
+        if not path.is_file():
+            return None
         try:
             with h5py.File(path, "r") as fd:
                 text = fd.attrs.get(RECIPE_ATTR)

@@ -33,6 +33,9 @@ def parse_shard(text: str) -> Tuple[int, int]:
     return index, count
 
 
+SHARD_ATTR = "fusion_shard"  # "I/N" on a part file's root: fusion.merge checks that no part is missing
+
+
 def shard_of(key: str, count: int) -> int:
     """The shard (1..count) of an item: a hash of its name, the same in every process and on every machine."""
     return zlib.crc32(key.encode()) % count + 1

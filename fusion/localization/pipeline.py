@@ -142,19 +142,18 @@ def run(
     for group, names in scene.query_groups.items():  # per-condition query lists, as hloc writes them
         write_query_list([(n, cameras[n]) for n in names], outputs / f"{group}_queries_with_intrinsics.txt")
     names = scene.db_names + scene.query_names
-    features_recipe = extract.recipe_of(feature_conf)
-    features_recipe["conf"]["writer"] = backend  # hloc stores keypoints in float16: not the same file
-    features = named(outputs, feature_conf["output"], features_recipe, ".h5")
+    features = features_path(outputs, feature_conf, backend)
     if backend == "hloc":
         from hloc import extract_features, localize_sfm, match_features
 
         from ..hloc import register
 
         register()
-        if overwrite or not check_reusable(features, features_recipe):
+        recipe = features_recipe(feature_conf, backend)
+        if overwrite or not check_reusable(features, recipe):
             extract_features.main(feature_conf, scene.images, image_list=names, feature_path=features,
                                   overwrite=True)
-            stamp(features, features_recipe)
+            stamp(features, recipe)
     else:
         extract.main(feature_conf, scene.images, image_list=names, feature_path=features, overwrite=overwrite,
                      raise_on_failure=False, device=device)
@@ -243,7 +242,9 @@ def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xf
 
     if feature != "fused_xfeat":
         raise ValueError(f"--learn-stability trains fused_xfeat's stability head; use --feature fused_xfeat, not {feature}")
-    first = run(scene, outputs, feature="xfeat", overwrite=overwrite, **options)
+    # the map's features from the same backbone the head will sit on: official XFeat, or the checkpoint's
+    first = run(scene, outputs, feature="xfeat" if checkpoint is None else "fused_xfeat", checkpoint=checkpoint,
+                overwrite=overwrite, **options)
     recipe = make_recipe("stability_checkpoint", map_stability.default_conf,
                          [checkpoint] if checkpoint else [],
                          {"map": input_fingerprint(first["sfm"]), "features": input_fingerprint(first["features"])})
@@ -254,6 +255,18 @@ def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xf
     second = run(scene, outputs, feature="fused_xfeat", checkpoint=learned, overwrite=overwrite, **options)
     second.update(map=first, stability_checkpoint=learned)
     return second
+
+
+def features_recipe(feature_conf: dict, backend: str = "builtin") -> dict:
+    recipe = extract.recipe_of(feature_conf)
+    recipe["conf"]["writer"] = backend  # hloc stores keypoints in float16: not the same file
+    return recipe
+
+
+def features_path(outputs: Path, feature_conf: dict, backend: str = "builtin") -> Path:
+    """The features file of ``feature_conf`` in ``outputs`` (reconstruction names it the same way, so
+    that localize_scene.py in a reconstruction's outputs re-uses its features)."""
+    return named(outputs, feature_conf["output"], features_recipe(feature_conf, backend), ".h5")
 
 
 def pipeline_parser(description: str, outputs: str) -> argparse.ArgumentParser:

@@ -368,6 +368,7 @@ def run(
     mapper_options: Optional[dict] = None,
     overwrite: bool = False,
     verbose: bool = False,
+    device: str = "auto",
 ) -> dict:
     """Photos in ``images`` to a model in ``outputs/sfm``; returns the model, its statistics and paths.
 
@@ -383,11 +384,10 @@ def run(
     feature_conf = extract.conf_with(feature, checkpoint, max_keypoints, resize_max)
     outputs.mkdir(parents=True, exist_ok=True)
     timer = report.StepTimer()
-    # named as localization.pipeline names them, so that localize_scene.py with these outputs re-uses them
-    features = pipeline.named(outputs, feature_conf["output"], extract.recipe_of(feature_conf), ".h5")
+    features = pipeline.features_path(outputs, feature_conf)
     skipped = []
     try:
-        extract.main(feature_conf, images, image_list=names, feature_path=features, overwrite=overwrite)
+        extract.main(feature_conf, images, image_list=names, feature_path=features, overwrite=overwrite, device=device)
     except BatchError as error:  # the other images were extracted and saved
         skipped = error.failures
     timer.lap("extract features")
@@ -400,7 +400,7 @@ def run(
     pair_path = pairs_for(pairs, names, usable, features, outputs, overwrite)
     timer.lap("pairs")
     matcher_conf = match.confs[matcher]
-    matches = match.main(matcher_conf, pair_path, features, overwrite=overwrite, matches=pipeline.named(
+    matches = match.main(matcher_conf, pair_path, features, overwrite=overwrite, device=device, matches=pipeline.named(
         outputs, f"matches-{matcher}", match.recipe_of(matcher_conf, features, None), ".h5"))
     timer.lap("match")
     sfm_dir = outputs / "sfm"

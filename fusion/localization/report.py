@@ -7,7 +7,7 @@ table per condition, a per-query table (inliers, errors, retrieved images), the 
 of the worst queries with their matches, and the time of each step.
 
     report.localization_report(scene, out)    # pipeline.run calls it: figures + report.html
-    report.reconstruction_report(outputs, model, statistics, settings, pictures, timings)
+    report.reconstruction_report(outputs, model, statistics, settings, pictures, timings)   # reconstruction.html
 """
 
 import html
@@ -35,6 +35,7 @@ from .recall import THRESHOLDS
 logger = logging.getLogger("fusion")
 
 REPORT_NAME = "report.html"
+RECONSTRUCTION_REPORT_NAME = "reconstruction.html"  # beside a localization's report.html in the same outputs
 GALLERY_DIR = "report"  # figures made only for the report, under OUTPUTS
 NUM_WORST = 6
 
@@ -388,7 +389,7 @@ def localization_report(scene, out: dict, num_worst: int = NUM_WORST) -> Path:
 def reconstruction_report(outputs: Path, model: pycolmap.Reconstruction, statistics: dict, settings: dict,
                           pictures: Dict[str, Path], timings: Optional[Dict[str, float]] = None,
                           skipped: Sequence[str] = ()) -> Path:
-    """``OUTPUTS/report.html`` of a reconstruction: command and fingerprint, the model's statistics, one
+    """``OUTPUTS/reconstruction.html`` of a reconstruction: command and fingerprint, the model's statistics, one
     row per registered image, images that could not be used, the figures and the time per step.
 
     ``pictures`` maps captions to PNG paths inside ``outputs``.
@@ -408,6 +409,6 @@ def reconstruction_report(outputs: Path, model: pycolmap.Reconstruction, statist
         sections.append(("Skipped images", table(("image and reason",), [(s,) for s in skipped])))
     sections.append(("Time per step", timing_section(timings or {})))
     subtitle = f"{model.num_reg_images()} registered images, {model.num_points3D()} 3D points"
-    path = write_page(outputs / REPORT_NAME, f"Reconstruction report: {outputs.name}", sections, subtitle)
+    path = write_page(outputs / RECONSTRUCTION_REPORT_NAME, f"Reconstruction report: {outputs.name}", sections, subtitle)
     logger.info(f"Report: {path}")
     return path

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..features.h5 import H5Writer
+from ..features.h5 import H5Writer, MissingEntryError
 from ..features.provenance import input_fingerprint, make_recipe
 from .fingerprints import names_fingerprint
 
@@ -47,7 +47,7 @@ def vlad(descriptors: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
 
 def read_descriptors(fd: h5py.File, name: str) -> torch.Tensor:
     if name not in fd:
-        raise KeyError(f"{name}: no local features in {fd.filename}")
+        raise MissingEntryError(f"{name}: no local features in {fd.filename}")
     desc = torch.from_numpy(fd[name]["descriptors"][()].astype(np.float32)).T
     return torch.nn.functional.normalize(desc, dim=1)
 

@@ -12,7 +12,7 @@ setup(
     long_description=(root / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fusion", "fusion.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=[
         "torch>=2.0",
         "kornia>=0.8",

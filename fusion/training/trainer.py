@@ -1,7 +1,8 @@
 """Train the fused model: ``python -m fusion.train --stage distill --config configs/base.yaml [--pretrained PATH] [key=value ...]``.
 
 One code path for a CPU smoke run, one GPU, or many GPUs under torchrun (DistributedDataParallel).
-Stages (configs/<stage>.yaml): pretrain, distill, semantic, finetune. The loss terms are looked up by
+Stages (configs/<stage>.yaml): pretrain, distill, semantic, finetune; and ``--stage stability``,
+which needs no config: the stability head learned from a map (``fusion.training.map_stability``). The loss terms are looked up by
 name (``fusion.training.losses.TERMS``) and read shared, lazily computed step inputs
 (``fusion.training.inputs``). A run writes to outputs/<run>/: config.yaml, run.json (config hash, git
 commit), pip_freeze.txt, metrics.csv and metrics.jsonl (means over each logging window, validation

@@ -119,6 +119,9 @@ def main(argv=None):
     poses = {name: pose for name, pose in zip(names, demo_scene.camera_poses(np.random.default_rng(1), len(names),
                                                                               (1.5, 34.0), jitter=True))}
     pair_list = pairs.from_poses(poses, poses, 20)
+    # in a random order, so that the pairs reach all the images and the feature cache turns over, as in
+    # a large map, rather than the few images of the first queries
+    np.random.default_rng(2).shuffle(pair_list)
     pair_counts = sorted({max(4, args.pairs // 8), args.pairs // 4, args.pairs // 2, args.pairs})
     glue_counts = sorted({max(2, args.lighterglue_pairs // 4), args.lighterglue_pairs // 2, args.lighterglue_pairs})
     report = {"images": args.images, "size": "1024x768", "threads": torch.get_num_threads(), "devices": {}}

@@ -65,7 +65,9 @@ def test_the_head_learns_separable_classes_and_reports_held_out_accuracy():
 
 def test_learn_stability_on_the_demo_writes_a_trained_checkpoint_and_localizes(small_demo, tmp_path):
     scene, _ = small_demo
-    out = pipeline.run_learning_stability(scene, tmp_path, num_db_pairs=4, num_loc_pairs=5, max_keypoints=1024)
+    args = pipeline.pipeline_parser("", str(tmp_path)).parse_args(
+        ["--learn-stability", "--num-db-pairs", "4", "--num-loc-pairs", "5", "--max-keypoints", "1024"])
+    out = pipeline.run_from_args(scene, args)  # as the pipelines run it
     checkpoint = load_checkpoint(out["stability_checkpoint"])
     assert bool(checkpoint.stability_trained)
     payload = torch.load(out["stability_checkpoint"], weights_only=False)

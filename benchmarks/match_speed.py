@@ -52,8 +52,10 @@ SIZE = (640, 480)
 EARLY_EXIT = 0.95  # depth_confidence (LightGlue's default); accuracy of each option: --accuracy
 LIGHTERGLUE_OPTIONS = {  # display name -> LighterGlue conf
     "LighterGlue (ours, default: the official matches)": {},
+    "LighterGlue (ours), no point pruning": {"width_confidence": -1},
     "LighterGlue (ours), + early exit": {"depth_confidence": EARLY_EXIT},
     "LighterGlue (ours), + early exit, bf16": {"depth_confidence": EARLY_EXIT, "precision": "bf16"},
+    "LighterGlue (ours), + early exit, fp16": {"depth_confidence": EARLY_EXIT, "precision": "fp16"},
     "LighterGlue (ours), + early exit, 2048 keypoints per image": {"depth_confidence": EARLY_EXIT,
                                                                   "max_keypoints": 2048},
 }

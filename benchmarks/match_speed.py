@@ -204,6 +204,8 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Oxford affine (img1..6.png per sequence)")
     parser.add_argument("--accuracy", action="store_true", help="also the Oxford homography benchmark of each option")
     args = parser.parse_args(argv)
+    if not args.data.is_dir() and (args.accuracy or args.data != DEFAULT_DATA):
+        parser.error(f"--data {args.data}: no such folder (Oxford affine sequences with img1..6.png)")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -121,8 +121,9 @@ def quiet_exporter():
 def write_onnx(extractor: nn.Module, path: Path, metadata: dict) -> None:
     try:
         import onnx
+        import onnxscript  # noqa: F401  (torch's exporter needs it)
     except ImportError:
-        raise ValueError('ONNX export needs the onnx package: pip install -e ".[export]"') from None
+        raise ValueError('ONNX export needs the onnx and onnxscript packages: pip install -e ".[export]"') from None
     height, width = torch.export.Dim("height_32"), torch.export.Dim("width_32")
     with torch.no_grad(), quiet_exporter():
         # strict: data-dependent sizes (NMS candidates) must not be specialised
@@ -154,6 +155,8 @@ def export(conf_name: str, format: str, output: Path, checkpoint: Path = None, m
     """Write the graph of ``conf_name`` to ``output`` and check it against the extractor."""
     if format not in FORMATS:
         raise ValueError(f"--format {format}: one of {', '.join(FORMATS)}")
+    if checkpoint and conf_name != "fused_xfeat":
+        raise ValueError(f"--checkpoint is a fused checkpoint: export it with --conf fused_xfeat, not {conf_name}")
     extractor = build_extractor(conf_name, checkpoint, max_keypoints)
     if extractor.conf["mode"] != "sparse":
         raise ValueError(f"--conf {conf_name}: export supports the sparse extractors ({', '.join(CONFS)})")
@@ -162,15 +165,15 @@ def export(conf_name: str, format: str, output: Path, checkpoint: Path = None, m
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
-    (write_onnx if format == "onnx" else write_torchscript)(extractor, tmp, metadata)
     try:
+        (write_onnx if format == "onnx" else write_torchscript)(extractor, tmp, metadata)
         check = self_check(extractor, tmp, format)  # before the file takes its name: a failed check leaves none
-    except Exception:
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(output)
     if check is not None:
-        logger.info(f"{output}: {check['shared']:.1%} of the extractor's keypoints on a 384x512 image, "
+        logger.info(f"{output}: {check['shared']:.1%} of the extractor's keypoints on a 512x384 image, "
                     f"descriptors within {check['descriptors']:.1e}")
     return output
 

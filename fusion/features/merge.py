@@ -56,8 +56,10 @@ def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool
         if not part.is_file():
             raise FileNotFoundError(f"{part}: part file not found")
         recipe = read_recipe(part)
-        if recipe is None or recipe.get("kind") not in REQUIRED:
+        if recipe is None:
             raise ValueError(f"{part}: not a features or matches file written by fusion (no recipe); cannot check it")
+        if recipe.get("kind") not in REQUIRED:
+            raise ValueError(f"{part}: a {recipe.get('kind')} file; only features and matches (--shard parts) are merged")
         recipes.append(recipe)
     for part, recipe in zip(parts[1:], recipes[1:]):
         if fingerprint(recipe) != fingerprint(recipes[0]):

@@ -156,9 +156,10 @@ def cells(maps: torch.Tensor, labels: np.ndarray) -> Tuple[torch.Tensor, torch.T
     return maps.permute(1, 2, 0)[keep], labels[keep]
 
 
-def default_output(reference: Path, features: Path) -> Path:
-    recipe = make_recipe("stability", {}, inputs={"reference": input_fingerprint(reference),
-                                                  "features": input_fingerprint(features)})
+def default_output(reference: Path, features: Path, conf: dict, base_checkpoint: Optional[Path]) -> Path:
+    """outputs/fused_xfeat-stability-<fingerprint>.pt, named after everything that makes the checkpoint."""
+    recipe = make_recipe("stability", conf, [base_checkpoint] if base_checkpoint else [],
+                         inputs={"reference": input_fingerprint(reference), "features": input_fingerprint(features)})
     return Path("outputs") / f"fused_xfeat-stability-{fingerprint(recipe)[:8]}.pt"
 
 
@@ -171,15 +172,16 @@ def main(reference: Path, features: Path, images: Path, output: Optional[Path] =
         raise FileNotFoundError(f"{reference}: not a COLMAP model with 3D points (the map the labels come from)")
     if not images.is_dir():
         raise FileNotFoundError(f"{images}: image folder not found")
-    output = Path(output) if output else default_output(reference, features)
+    output = Path(output) if output else default_output(reference, features, conf, base_checkpoint)
     start = time.perf_counter()
     model = pycolmap.Reconstruction(reference)
     if model.num_points3D() == 0:
         raise ValueError(f"{reference}: the model has no 3D points: there are no tracks to learn stability from")
     recipe = read_recipe(features) or {}
     preprocessing = recipe.get("conf", {}).get("preprocessing", {"resize_max": 1024})
-    torch.manual_seed(conf["seed"])  # the head's initial weights: the same checkpoint from the same inputs
-    fused = load_checkpoint(base_checkpoint) if base_checkpoint else FusedXFeat()
+    with torch.random.fork_rng():  # the head's initial weights: the same checkpoint from the same inputs
+        torch.manual_seed(conf["seed"])
+        fused = load_checkpoint(base_checkpoint) if base_checkpoint else FusedXFeat()
     fused.eval()
     fused.requires_grad_(False)
     fused.stability_head.requires_grad_(True)

@@ -2,7 +2,8 @@
 
 One code path for a CPU smoke run, one GPU, or many GPUs under torchrun (DistributedDataParallel).
 Stages (configs/<stage>.yaml): pretrain, distill, semantic, finetune; and ``--stage stability``,
-which needs no config: the stability head learned from a map (``fusion.training.map_stability``). The loss terms are looked up by
+which needs no config: the stability head learned from a map (``fusion.training.map_stability``;
+``key=value`` overrides its ``default_conf``). The loss terms are looked up by
 name (``fusion.training.losses.TERMS``) and read shared, lazily computed step inputs
 (``fusion.training.inputs``). A run writes to outputs/<run>/: config.yaml, run.json (config hash, git
 commit), pip_freeze.txt, metrics.csv and metrics.jsonl (means over each logging window, validation
@@ -457,6 +458,10 @@ def main(argv=None):
                 parser.error(f"--stage stability: {override!r} is not key=value with a key of "
                              f"{', '.join(sorted(stability_conf))}")
             conf[key] = yaml.safe_load(value)
+            expected = type(stability_conf[key])
+            if not (isinstance(conf[key], expected) or (expected is float and isinstance(conf[key], int))
+                    or (expected is tuple and isinstance(conf[key], list))):
+                parser.error(f"--stage stability: {key} must be a {expected.__name__}, like {stability_conf[key]!r}")
         path = learn_stability(args.reference, args.features, args.images, args.output, args.pretrained, conf)
         print(f"fused checkpoint with a trained stability head: {path}")
         return

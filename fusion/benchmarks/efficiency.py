@@ -39,27 +39,20 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 
 
-def onnx_extractor(path: Path, threads: int) -> Callable[[np.ndarray], Tuple[np.ndarray, ...]]:
-    """An exported graph in ONNX Runtime on an RGB uint8 image (H and W multiples of 32)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    # ONNX Runtime's idle threads otherwise spin for a while after each run, taking the cores from
-    # the PyTorch run timed next to it.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda image: session.run(None, {"image": (image.transpose(2, 0, 1)[None] / np.float32(255))})
+def onnx_extractor(path: Path) -> Callable[[np.ndarray], Tuple[np.ndarray, ...]]:
+    """An exported graph in ONNX Runtime (as many threads as PyTorch) on an RGB uint8 image (H and W multiples of 32)."""
+    run = export.load_graph(path, "onnx")
+    return lambda image: run(image.transpose(2, 0, 1)[None] / np.float32(255))
 
 
-def build_extractor(name: str, max_keypoints: int, threads: int, onnx_path: Optional[Path]) -> Callable:
-    return numpy_extractor(name, max_keypoints) if onnx_path is None else onnx_extractor(onnx_path, threads)
+def build_extractor(name: str, max_keypoints: int, onnx_path: Optional[Path]) -> Callable:
+    return numpy_extractor(name, max_keypoints) if onnx_path is None else onnx_extractor(onnx_path)
 
 
 def memory_probe(name: str, size: Tuple[int, int], max_keypoints: int, threads: int, onnx_path, queue) -> None:
     """In a fresh process: resident memory after loading, and its peak during one extraction (MiB)."""
     torch.set_num_threads(threads)
-    extractor = build_extractor(name, max_keypoints, threads, onnx_path)
+    extractor = build_extractor(name, max_keypoints, onnx_path)
     image = test_image(size)
     loaded = read_status_kib("VmRSS")
     try:
@@ -114,7 +107,7 @@ def measure(names: Sequence[str], sizes=SIZES, runs: int = 10, threads: int = 2,
             variants = {name: (extractor, None)}
             if onnx and name in export.CONFS:
                 path = export.export(name, "onnx", Path(folder) / f"{name}.onnx", max_keypoints=max_keypoints)
-                variants[name + ONNX_RUNTIME] = (onnx_extractor(path, threads), path)
+                variants[name + ONNX_RUNTIME] = (onnx_extractor(path), path)
             for size in sizes:
                 image = test_image(size)
                 runnable = {label: v for label, v in variants.items()

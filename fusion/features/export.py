@@ -193,7 +193,10 @@ def load_graph(path: Path, format: str):
     except ImportError:
         return None
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+    # Idle threads otherwise spin for a while after each run, taking the cores from whatever runs next
+    # (PyTorch timed beside it in the efficiency benchmark).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda image: tuple(session.run(list(OUTPUTS), {"image": image}))
 

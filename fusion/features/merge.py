@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .errors import run_cli
 from .h5 import H5Writer, complete_keys
 from .provenance import differences, fingerprint, read_recipe
-from .runtime import SHARD_ATTR
+from .runtime import SHARD_ATTR, parse_shard
 
 logger = logging.getLogger("fusion")
 
@@ -37,11 +37,12 @@ def check_complete(parts: List[Path]) -> None:
     unsharded = [str(part) for part, shard in shards.items() if not shard]
     if unsharded:
         raise ValueError(f"{', '.join(unsharded)}: not made with --shard, unlike the other parts")
-    splits = {int(shard.split("/")[1]) for shard in shards.values()}
+    parsed = [parse_shard(shard) for shard in shards.values()]
+    splits = {count for _, count in parsed}
     if len(splits) > 1:
         raise ValueError(f"the parts come from splits into {sorted(splits)} shards; give the parts of one split")
     count = splits.pop()
-    missing = sorted(set(range(1, count + 1)) - {int(shard.split("/")[0]) for shard in shards.values()})
+    missing = sorted(set(range(1, count + 1)) - {index for index, _ in parsed})
     if missing:
         raise ValueError(f"parts {', '.join(f'{i}/{count}' for i in missing)} are missing; give all {count} "
                          "parts, or --partial to merge only these")

@@ -4,11 +4,13 @@ import numpy as np
 import pycolmap
 import pytest
 import torch
+from html_report import parse_report, table_with
 
 from fusion.features.fused import load_checkpoint
 from fusion.localization import pipeline
 from fusion.localization.demo_scene import look_pose
 from fusion.localization.reference_models import model_from_poses
+from fusion.localization.report import query_rows
 from fusion.training import map_stability
 from fusion.training.data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
 
@@ -74,6 +76,17 @@ def test_learn_stability_on_the_demo_writes_a_trained_checkpoint_and_localizes(s
     assert set(payload["training"]["val_accuracy"]) == {"unstable", "short_term", "stable"}
     assert out["map"]["features"] != out["features"] and out["map"]["sfm"] != out["sfm"]  # two passes, two files
     assert out["report"]["day"]["recall@0.25m,2deg"] == 1.0
+    # each pass has its own report; the second compares them, query by query
+    assert out["map"]["report_html"] == tmp_path / "first_pass" / "report.html"
+    assert parse_report(out["map"]["report_html"]).headings[:2] == ["Run", "Recall"]
+    parsed = parse_report(out["report_html"])
+    assert parsed.headings[2] == "Learned stability" and "first_pass/report.html" in parsed.links
+    compared = table_with(parsed, "PnP inliers")
+    first_rows = {r.name: r for r in query_rows(scene, out["map"])}
+    second_rows = {r.name: r for r in query_rows(scene, out)}
+    for name, _, inliers, *_ in compared["rows"]:
+        assert inliers == f"{first_rows[name].num_inliers} → {second_rows[name].num_inliers}"
+    assert sorted(row[0] for row in compared["rows"]) == sorted(scene.query_names)
     again = pipeline.run_learning_stability(scene, tmp_path, num_db_pairs=4, num_loc_pairs=5, max_keypoints=1024)
     assert again["stability_checkpoint"] == out["stability_checkpoint"]
     assert again["results"].stat().st_mtime_ns == out["results"].stat().st_mtime_ns  # nothing recomputed

@@ -1,9 +1,11 @@
 """Nothing stale, nothing lost, one clear line: fingerprinted outputs, crash-safe writes, strict inputs, PnP."""
 
 import os
+import shutil
 import subprocess
 import sys
 
+import cv2
 import h5py
 import numpy as np
 import pycolmap
@@ -50,6 +52,30 @@ def test_changed_settings_are_refused_naming_the_setting(tmp_path, image_folder)
     extract.main(small_conf(keypoints=128), image_folder, feature_path=path, overwrite=True, workers=0)
     with h5py.File(path, "r") as fd:
         assert fd["a.jpg/keypoints"].shape == (128, 2) and sorted(fd.keys()) == ["a.jpg", "b.png", "sub"]
+
+
+def test_images_changed_on_disk_are_refused_and_copies_are_not(tmp_path, image_folder):
+    path = tmp_path / "f.h5"
+    extract.main(small_conf(), image_folder, feature_path=path, workers=0)
+    with h5py.File(path, "r") as fd:
+        stored = dict(fd["sub/c.jpg/image_size"].attrs)
+    assert stored["source_size"] == (image_folder / "sub" / "c.jpg").stat().st_size
+    copy = tmp_path / "copied"  # the same bytes elsewhere, one with another time (as `cp` without -p gives)
+    shutil.copytree(image_folder, copy)
+    os.utime(copy / "a.jpg", ns=(1, 1))  # its checksum is compared: nothing to redo
+    extract.main(small_conf(), copy, feature_path=path, workers=0)
+    with h5py.File(path, "r") as fd:
+        assert dict(fd["sub/c.jpg/image_size"].attrs) == stored  # not re-extracted
+    photo = cv2.imread(str(copy / "sub" / "c.jpg"))
+    cv2.imwrite(str(copy / "sub" / "c.jpg"), photo[:, ::-1])  # another photo under the same name
+    with pytest.raises(StaleOutputError, match=r"1 image\(s\) changed.*sub/c\.jpg.*--overwrite"):
+        extract.main(small_conf(), copy, feature_path=path, workers=0)
+    result = fusion_cli("fusion.extract", "--conf", "xfeat", "--max-keypoints", "256", "--images", str(copy),
+                        "--output", str(path), "--workers", "0")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "sub/c.jpg" in result.stderr
+    extract.main(small_conf(), copy, feature_path=path, overwrite=True, workers=0)
+    with h5py.File(path, "r") as fd:
+        assert fd["sub/c.jpg/image_size"].attrs["source_checksum"] != stored["source_checksum"]
 
 
 def test_matches_know_their_features(tmp_path, image_folder):

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
+import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -18,12 +19,13 @@ from . import EXTRACTORS, build_model, model_class
 from .errors import finish_batch, run_cli
 from .h5 import H5Writer
 from .io import ImageError, list_images, read_image, read_image_list, resize_image
-from .provenance import WEIGHT_PATH_KEYS, existing, make_recipe
+from .provenance import WEIGHT_PATH_KEYS, StaleOutputError, existing, make_recipe, source_changed, source_identity
 from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
 FEATURE_DATASETS = ("keypoints", "descriptors", "scores", "image_size")
+SOURCE_DATASET = "image_size"  # its attributes identify the image file the features come from
 
 confs = {
     "fused_xfeat": {
@@ -106,9 +108,10 @@ class PreparedImages(torch.utils.data.Dataset):
         name = self.names[index]
         try:
             tensor, original_size = prepare_image(self.image_dir / name, self.preprocessing)
+            source = source_identity(self.image_dir / name)
         except Exception as error:  # reported with the batch's failures, the others go on
             return {"name": name, "error": str(error)}
-        return {"name": name, "image": tensor, "original_size": original_size}
+        return {"name": name, "image": tensor, "original_size": original_size, "source": source}
 
 
 def output_spec(conf: dict) -> dict:
@@ -119,6 +122,18 @@ def output_spec(conf: dict) -> dict:
 def as_is(item: dict) -> dict:
     """DataLoader's collate step, leaving numpy arrays alone."""
     return item
+
+
+def check_sources_unchanged(feature_path: Path, image_dir: Path, names: List[str]) -> None:
+    """Refuse to resume ``feature_path`` when an image it already holds has changed on disk since."""
+    if not names:
+        return
+    with h5py.File(feature_path, "r") as fd:
+        changed = [n for n in names if source_changed(image_dir / n, fd[n][SOURCE_DATASET].attrs)]
+    if changed:
+        raise StaleOutputError(f"{feature_path}: {len(changed)} image(s) changed since their features were extracted "
+                               f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} in {image_dir}); "
+                               "write to another output or pass --overwrite")
 
 
 def recipe_of(conf: dict, as_half: bool = True) -> dict:
@@ -164,6 +179,7 @@ def main(
         feature_path = Path(export_dir, conf["output"] + ".h5")
     names = in_shard(names_to_extract(image_dir, image_list), shard)
     writer = H5Writer(feature_path, FEATURE_DATASETS, recipe_of(conf, as_half), overwrite)
+    check_sources_unchanged(feature_path, image_dir, [n for n in names if n in writer.done])
     todo = [n for n in names if n not in writer.done]
     logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
     failures = []
@@ -185,7 +201,7 @@ def main(
             except Exception as error:  # a bad image must not stop the batch
                 failures.append(f"{item['name']}: {error}")
                 continue
-            writer.write(item["name"], pred, attrs)
+            writer.write(item["name"], pred, {**attrs, SOURCE_DATASET: item["source"]})
     finish_batch("images", failures, len(todo), raise_on_failure)
     return feature_path
 

@@ -79,6 +79,31 @@ def file_checksum(path: Path) -> str:
     return _checksum(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
+def source_identity(path: Path) -> Dict[str, object]:
+    """What an output stores of one input file it was computed from (an image): size, time, checksum."""
+    stat = os.stat(path)
+    return {"source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns, "source_checksum": file_checksum(path)}
+
+
+def source_changed(path: Path, stored) -> bool:
+    """Whether the file at ``path`` is no longer the one ``stored`` (``source_identity``) describes.
+
+    Size and time decide when they agree or the size differs; a file copied with a new time is read
+    and its checksum compared, so copying a dataset does not make its outputs stale.
+    """
+    if "source_checksum" not in stored:
+        return False  # written before fusion recorded its inputs: nothing to compare
+    path = Path(path)
+    if not path.is_file():
+        return True
+    stat = os.stat(path)
+    if stat.st_size != int(stored["source_size"]):
+        return True
+    if stat.st_mtime_ns == int(stored["source_mtime_ns"]):
+        return False
+    return file_checksum(path) != str(stored["source_checksum"])
+
+
 def existing(paths: Iterable[Path]) -> List[Path]:
     """``paths``, each checked to be a file (weights, checkpoints) before any work starts."""
     paths = [Path(p) for p in paths]

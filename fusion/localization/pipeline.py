@@ -25,11 +25,12 @@ from .fingerprints import model_fingerprint, names_fingerprint, queries_fingerpr
 from .poses import read_poses
 from .queries import write_query_list
 from .recall import evaluate, format_table
-from .report import StepTimer, localization_report
+from .report import StepTimer, localization_report, write_localization_report
 from .scenes import Scene
 
 logger = logging.getLogger("fusion")
 BACKENDS = ("builtin", "hloc")
+FIRST_PASS_REPORT_DIR = "first_pass"  # --learn-stability: the plain pass's report.html and figures
 
 
 def hloc_result_style(style: str) -> str:
@@ -125,8 +126,11 @@ def run(
     overwrite: bool = False,
     device: str = "auto",
     max_keypoints: Optional[int] = None,
+    report_dir: Optional[Path] = None,
 ) -> dict:
-    """Localize the scene's queries; returns the output paths and, with ground truth, the recall report."""
+    """Localize the scene's queries; returns the output paths and, with ground truth, the recall report.
+
+    ``report.html`` and its figures go to ``report_dir`` (default: ``outputs``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
     if feature not in extract.confs or matcher not in match.confs:
@@ -208,6 +212,7 @@ def run(
     timer.lap("localize")
     out = {"features": features, "sfm": sfm_dir, "results": results, "model": model, "loc_pairs": loc_pairs,
            "matches": matches, "loc_matches": matches, "name_style": style, "timings": timer.steps,
+           "report_dir": report_dir,
            "settings": {"scene": scene.name, "images": str(scene.images), "feature": feature_conf,
                         "matcher": matcher_conf, "backend": backend, "num_db_pairs": num_db_pairs,
                         "num_loc_pairs": num_loc_pairs, "pairs": scene.loc_pairs and str(scene.loc_pairs),
@@ -236,7 +241,8 @@ def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xf
     The second pass re-extracts the database with the fused model too (measured against keeping the
     plain database in the README). The passes' outputs differ in their recipes (the checkpoint's
     checksum), so their files never mix; the returned dict adds ``map`` (the first pass) and
-    ``stability_checkpoint``.
+    ``stability_checkpoint``. The first pass's report is ``OUTPUTS/first_pass/report.html``; the second
+    pass's ``OUTPUTS/report.html`` compares the two.
     """
     from ..training import map_stability
 
@@ -244,7 +250,7 @@ def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xf
         raise ValueError(f"--learn-stability trains fused_xfeat's stability head; use --feature fused_xfeat, not {feature}")
     # the map's features from the same backbone the head will sit on: official XFeat, or the checkpoint's
     first = run(scene, outputs, feature="xfeat" if checkpoint is None else "fused_xfeat", checkpoint=checkpoint,
-                overwrite=overwrite, **options)
+                overwrite=overwrite, report_dir=Path(outputs) / FIRST_PASS_REPORT_DIR, **options)
     recipe = make_recipe("stability_checkpoint", map_stability.default_conf,
                          [checkpoint] if checkpoint else [],
                          {"map": input_fingerprint(first["sfm"]), "features": input_fingerprint(first["features"])})
@@ -254,6 +260,7 @@ def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xf
             map_stability.main(first["sfm"], first["features"], scene.images, tmp, base_checkpoint=checkpoint)
     second = run(scene, outputs, feature="fused_xfeat", checkpoint=learned, overwrite=overwrite, **options)
     second.update(map=first, stability_checkpoint=learned)
+    second["report_html"] = write_localization_report(scene, second)
     return second
 
 

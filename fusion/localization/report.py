@@ -272,6 +272,32 @@ def per_query_section(rows: List[QueryRow], logs_known: bool) -> Html:
                 + f'<p class="muted">{escape(note)}</p>')
 
 
+def stability_section(scene, first: dict, second: dict, root: Path) -> Html:
+    """The plain first pass against this run (features with the stability head learned from its map)."""
+    intro = (f"The stability head ({escape(relative(second['stability_checkpoint'], root))}) was learned from the "
+             f"tracks of a first pass with plain features; that pass has its own report: "
+             f'<a href="{escape(relative(Path(first["report_html"]), root))}">'
+             f"{escape(relative(Path(first['report_html']), root))}</a>. Each cell: first pass → this run.")
+    recall = ""
+    if first.get("report") and second.get("report"):
+        keys = [k for k in second["report"]["all"] if k.startswith("recall@")]
+        header = ["condition", *(k.removeprefix("recall@").replace(",", ", ").replace("deg", "°") for k in keys),
+                  "median position error (m)"]
+        rows = [(group, *(f"{100 * first['report'][group][k]:.1f}% → {100 * stats[k]:.1f}%" for k in keys),
+                 f"{number(first['report'][group]['median_position_error_m'], 4)} → "
+                 f"{number(stats['median_position_error_m'], 4)}")
+                for group, stats in second["report"].items() if group != "per_query" and group in first["report"]]
+        recall = table(header, rows, numeric=range(1, len(header)))
+    before = {r.name: r for r in query_rows(scene, first)}
+    rows = [(r.name, r.condition, f"{number(before[r.name].num_inliers, 0)} → {number(r.num_inliers, 0)}",
+             f"{number(before[r.name].position_error, 4)} → {number(r.position_error, 4)}",
+             f"{number(before[r.name].rotation_error, 3)} → {number(r.rotation_error, 3)}")
+            for r in query_rows(scene, second)]
+    per_query = table(["query", "condition", "PnP inliers", "position error (m)", "rotation error (°)"], rows,
+                      numeric=(2, 3, 4))
+    return Html(f"<p>{intro}</p>{recall}{per_query}")
+
+
 def gallery_figure(scene, out: dict, row: QueryRow, pose: pycolmap.Rigid3d, path: Path,
                    max_error: float) -> Tuple[Path, str]:
     """The query next to the retrieved image through which most 2D-3D matches agree with its estimated pose,
@@ -319,10 +345,17 @@ def gallery_caption(rank: int, row: QueryRow, detail: str) -> str:
     return "; ".join(parts + [detail])
 
 
+def report_folder(out: dict) -> Path:
+    """Where a run's report.html and figures go: ``out['report_dir']``, by default beside the results."""
+    folder = Path(out.get("report_dir") or Path(out["results"]).parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def localization_figures(scene, out: dict, num_worst: int = NUM_WORST) -> None:
-    """The top-down map (``OUTPUTS/topdown.png``) and the worst queries' matches (``OUTPUTS/report/``),
-    added to ``out['figures']`` and ``out['gallery']``."""
-    outputs = Path(out["results"]).parent
+    """The top-down map (``topdown.png``) and the worst queries' matches (``report/``) in the report's
+    folder, added to ``out['figures']`` and ``out['gallery']``."""
+    outputs = report_folder(out)
     rows = query_rows(scene, out)
     estimates = read_poses(out["results"])
     names = {r.name: r.result_name for r in rows}
@@ -344,8 +377,9 @@ def localization_figures(scene, out: dict, num_worst: int = NUM_WORST) -> None:
 
 
 def write_localization_report(scene, out: dict) -> Path:
-    """``OUTPUTS/report.html`` from ``out`` (pipeline.run's result with its figures, gallery and timings)."""
-    outputs = Path(out["results"]).parent
+    """``report.html`` from ``out`` (pipeline.run's result with its figures, gallery and timings); with
+    ``out['map']`` (the plain first pass of ``--learn-stability``), a section comparing the two passes."""
+    outputs = report_folder(out)
     rows = query_rows(scene, out)
     logs_known = any(r.localized is not None for r in rows)
     localized = sum(bool(r.localized) for r in rows)
@@ -361,6 +395,7 @@ def write_localization_report(scene, out: dict) -> Path:
     sections = [
         ("Run", run_section(out.get("settings", {}))),
         ("Recall", recall_section(out.get("report"))),
+        *([("Learned stability", stability_section(scene, out["map"], out, outputs))] if out.get("map") else []),
         ("Figures", Html("".join(figure(p, outputs, caption) for caption, p in out.get("figures", {}).items()))),
         ("Worst queries", Html("".join(gallery) or "<p>No query has an estimate.</p>")),
         ("Queries", per_query_section(rows, logs_known)),

@@ -1,10 +1,13 @@
 """Mapping and localization: triangulation, PnP, evaluation, the demo scene, Herz-Jesu, hloc backend."""
 
+import json
+
 import numpy as np
+import pycolmap
 import pytest
 from conftest import shared_path
 
-from fusion.localization import demo_scene, pipeline, scenes, triangulation
+from fusion.localization import demo_scene, localize, pipeline, scenes, triangulation
 from fusion.localization.localize import result_name
 from fusion.localization.poses import pose_error, read_poses, write_poses
 from fusion.localization.recall import evaluate, recall_stats
@@ -103,6 +106,32 @@ def test_herzjesu_held_out_queries_localize_within_5cm(tmp_path):
     for name in ("0002.jpg", "0005.jpg"):
         assert report["per_query"][name]["position_m"] < 0.05
         assert report["per_query"][name]["rotation_deg"] < 0.5
+
+
+def test_pnp_estimates_the_focal_length_of_queries_without_intrinsics(small_demo, tmp_path):
+    scene, out = small_demo
+    truth = dict(scene.queries)
+    names = scene.query_groups["day"]
+    width, height = truth[names[0]].width, truth[names[0]].height
+    guess = pycolmap.Camera(model="SIMPLE_RADIAL", width=width, height=height,  # as COLMAP guesses without EXIF
+                            params=np.array([1.2 * max(width, height), width / 2, height / 2, 0.0]))
+    assert guess.mean_focal_length() > 1.5 * truth[names[0]].mean_focal_length()
+
+    def localize_with_guess(estimate: bool):
+        results = localize.main(out["model"], [(n, guess) for n in names], out["loc_pairs"], out["features"],
+                                out["matches"], tmp_path / f"results-{estimate}.txt", name_style=scene.name_style,
+                                guessed_focal=names if estimate else ())
+        estimates = read_poses(results)
+        errors = {n: pose_error(estimates[result_name(n, scene.name_style)], scene.ground_truth[n]) for n in names}
+        return json.loads(localize.log_path(results).read_text())["queries"], errors
+
+    logs, errors = localize_with_guess(estimate=True)
+    _, errors_of_the_guess = localize_with_guess(estimate=False)
+    for name in names:  # a facade seen head-on leaves focal length and distance partly ambiguous: within 10%
+        assert logs[name]["estimated_focal_length"] == pytest.approx(truth[name].mean_focal_length(), rel=0.1)
+        rotation, position = errors[name]
+        assert rotation < 2.0 and position < 1.0
+        assert position < errors_of_the_guess[name][1] / 2
 
 
 def test_hloc_backend_gives_the_same_poses(small_demo, tmp_path):

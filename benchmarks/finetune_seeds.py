@@ -31,6 +31,7 @@ from finetune_pretrain import training_images  # the same training photos (bench
 from fusion.benchmarks import homography
 from fusion.benchmarks.adapters import numpy_extractor
 from fusion.features.fused import FusedXFeat, load_checkpoint
+from fusion.features.provenance import config_hash
 from fusion.training import validation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,13 +49,16 @@ def first_images(eval_data: Path, folder: Path) -> Path:
 
 
 def finetune(seed: int, images: Path, out: Path, steps: int) -> Path:
-    final = out / f"seed{seed}" / "final.pt"
+    """The command's final.pt for ``seed`` (a finished run with the same steps and photos is re-used)."""
+    photos = sorted((p.name, p.stat().st_size) for p in images.iterdir())
+    run = f"seed{seed}-{config_hash({'steps': steps, 'photos': photos})[:8]}"
+    final = out / run / "final.pt"
     if not final.exists():
         subprocess.run([sys.executable, "-m", "fusion.train", "--stage", "pretrain", "--config",
                         str(ROOT / "configs" / "pretrain.yaml"), "model.init=official",
                         f"data.synthetic.root={images}", "data.mix.synthetic=1.0", "data.mix.megadepth=0.0",
                         "data.batch_size=2", f"train.steps={steps}", "train.lr=5e-5", "train.warmup_steps=5",
-                        f"output_root={out}", f"run=seed{seed}", f"seed={seed}"], check=True, cwd=ROOT)
+                        f"output_root={out}", f"run={run}", f"seed={seed}"], check=True, cwd=ROOT)
     return final
 
 
@@ -95,7 +99,7 @@ def main(argv=None):
     keys = list(rows["official"])
     print("| weights | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys))
     for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(f"{row[k]:.4g}" if k != "num_matches" else f"{row[k]:.0f}" for k in keys) + " |")
+        print(f"| {name} | " + " | ".join(f"{row[k]:.0f}" if k == "num_matches" else f"{row[k]:.4f}" for k in keys) + " |")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 
+import h5py
 import numpy as np
 import pycolmap
 import pytest
@@ -146,3 +147,7 @@ def test_hloc_backend_gives_the_same_poses(small_demo, tmp_path):
         rotation, position = pose_error(theirs[name], ours[name])
         # hloc stores keypoints in float16: same poses up to that rounding
         assert position < 0.05 and rotation < 0.3, name
+    with h5py.File(hloc_out["features"], "r") as fd:  # fusion records hloc's sources too
+        assert all(fd[f"{name}/image_size"].attrs["source_checksum"] for name in scene.db_names + scene.query_names)
+    again = pipeline.run(scene, tmp_path, backend="hloc", num_db_pairs=4, num_loc_pairs=5)  # checked and re-used
+    assert again["results"].stat().st_mtime_ns == hloc_out["results"].stat().st_mtime_ns

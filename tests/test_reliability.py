@@ -54,28 +54,58 @@ def test_changed_settings_are_refused_naming_the_setting(tmp_path, image_folder)
         assert fd["a.jpg/keypoints"].shape == (128, 2) and sorted(fd.keys()) == ["a.jpg", "b.png", "sub"]
 
 
-def test_images_changed_on_disk_are_refused_and_copies_are_not(tmp_path, image_folder):
+def test_images_changed_on_disk_are_refused_and_copies_are_not(tmp_path, image_folder, caplog):
+    ppm = cv2.imread(str(image_folder / "a.jpg"))
+    cv2.imwrite(str(image_folder / "d.ppm"), ppm)  # uncompressed: new pixels, same size in bytes
     path = tmp_path / "f.h5"
     extract.main(small_conf(), image_folder, feature_path=path, workers=0)
     with h5py.File(path, "r") as fd:
-        stored = dict(fd["sub/c.jpg/image_size"].attrs)
-    assert stored["source_size"] == (image_folder / "sub" / "c.jpg").stat().st_size
+        stored = {name: dict(fd[f"{name}/image_size"].attrs) for name in ("sub/c.jpg", "d.ppm")}
+    assert stored["sub/c.jpg"]["source_size"] == (image_folder / "sub" / "c.jpg").stat().st_size
+
     copy = tmp_path / "copied"  # the same bytes elsewhere, one with another time (as `cp` without -p gives)
     shutil.copytree(image_folder, copy)
-    os.utime(copy / "a.jpg", ns=(1, 1))  # its checksum is compared: nothing to redo
+    os.utime(copy / "sub" / "c.jpg", ns=(1, 1))  # its checksum is compared, its new time recorded
     extract.main(small_conf(), copy, feature_path=path, workers=0)
     with h5py.File(path, "r") as fd:
-        assert dict(fd["sub/c.jpg/image_size"].attrs) == stored  # not re-extracted
-    photo = cv2.imread(str(copy / "sub" / "c.jpg"))
-    cv2.imwrite(str(copy / "sub" / "c.jpg"), photo[:, ::-1])  # another photo under the same name
-    with pytest.raises(StaleOutputError, match=r"1 image\(s\) changed.*sub/c\.jpg.*--overwrite"):
-        extract.main(small_conf(), copy, feature_path=path, workers=0)
+        copied = dict(fd["sub/c.jpg/image_size"].attrs)
+    assert copied == {**stored["sub/c.jpg"], "source_mtime_ns": 1}  # not extracted again
+
+    (copy / "b.png").unlink()  # gone from disk: its features stay, with a warning
+    with caplog.at_level("WARNING", logger="fusion"):
+        extract.main(small_conf(), copy, feature_path=path, image_list=["a.jpg", "b.png"], workers=0)
+    assert "1 image(s) no longer in" in caplog.text and "b.png" in caplog.text
+    with h5py.File(path, "r") as fd:
+        assert "b.png" in fd
+
+    cv2.imwrite(str(copy / "d.ppm"), ppm[::-1])  # another photo under the same name, as many bytes
+    assert (copy / "d.ppm").stat().st_size == stored["d.ppm"]["source_size"]
+    with pytest.raises(StaleOutputError, match=r"1 image\(s\) changed.*d\.ppm.*--overwrite"):
+        extract.main(small_conf(), copy, feature_path=path, workers=0, image_list=["a.jpg", "d.ppm"])
     result = fusion_cli("fusion.extract", "--conf", "xfeat", "--max-keypoints", "256", "--images", str(copy),
                         "--output", str(path), "--workers", "0")
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "sub/c.jpg" in result.stderr
-    extract.main(small_conf(), copy, feature_path=path, overwrite=True, workers=0)
-    with h5py.File(path, "r") as fd:
-        assert fd["sub/c.jpg/image_size"].attrs["source_checksum"] != stored["source_checksum"]
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "d.ppm" in result.stderr
+
+
+def test_pairs_of_re_extracted_images_are_matched_again(tmp_path, image_folder):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a.jpg b.png\nsub/c.jpg a.jpg\n")
+    features, matches = tmp_path / "f.h5", tmp_path / "m.h5"
+    extract.main(small_conf(), image_folder, feature_path=features, workers=0)
+    match.main(match.confs["xfeat_mnn"], pairs, features, matches=matches)
+    with h5py.File(matches, "r") as fd:
+        before = {key: (fd[key]["matches0"][()], dict(fd[key]["matches0"].attrs))
+                  for key in ("a.jpg/b.png", "sub-c.jpg/a.jpg")}
+    photo = cv2.imread(str(image_folder / "b.png"))
+    cv2.imwrite(str(image_folder / "b.png"), np.ascontiguousarray(photo[:, ::-1]))  # b.png is now another photo
+    extract.main(small_conf(), image_folder, feature_path=features, workers=0, overwrite=True)
+    match.main(match.confs["xfeat_mnn"], pairs, features, matches=matches)
+    with h5py.File(matches, "r") as fd:
+        after = {key: (fd[key]["matches0"][()], dict(fd[key]["matches0"].attrs)) for key in before}
+    assert after["a.jpg/b.png"][1]["source1"] != before["a.jpg/b.png"][1]["source1"]  # matched again
+    assert not np.array_equal(after["a.jpg/b.png"][0], before["a.jpg/b.png"][0])
+    assert np.array_equal(after["sub-c.jpg/a.jpg"][0], before["sub-c.jpg/a.jpg"][0])  # untouched
+    assert after["sub-c.jpg/a.jpg"][1] == before["sub-c.jpg/a.jpg"][1]
 
 
 def test_matches_know_their_features(tmp_path, image_folder):

@@ -8,7 +8,7 @@ import copy
 import logging
 import re
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import h5py
 import numpy as np
@@ -19,7 +19,7 @@ from . import EXTRACTORS, build_model, model_class
 from .errors import finish_batch, run_cli
 from .h5 import H5Writer
 from .io import ImageError, list_images, read_image, read_image_list, resize_image
-from .provenance import WEIGHT_PATH_KEYS, StaleOutputError, existing, make_recipe, source_changed, source_identity
+from .provenance import WEIGHT_PATH_KEYS, StaleOutputError, compare_source, existing, make_recipe, source_identity
 from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
@@ -107,8 +107,10 @@ class PreparedImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         name = self.names[index]
         try:
-            tensor, original_size = prepare_image(self.image_dir / name, self.preprocessing)
-            source = source_identity(self.image_dir / name)
+            path = self.image_dir / name
+            # taken before reading: an image replaced meanwhile then looks changed to the next run, never the same
+            source = source_identity(path) if path.is_file() else {}
+            tensor, original_size = prepare_image(path, self.preprocessing)
         except Exception as error:  # reported with the batch's failures, the others go on
             return {"name": name, "error": str(error)}
         return {"name": name, "image": tensor, "original_size": original_size, "source": source}
@@ -124,16 +126,44 @@ def as_is(item: dict) -> dict:
     return item
 
 
-def check_sources_unchanged(feature_path: Path, image_dir: Path, names: List[str]) -> None:
-    """Refuse to resume ``feature_path`` when an image it already holds has changed on disk since."""
-    if not names:
-        return
-    with h5py.File(feature_path, "r") as fd:
-        changed = [n for n in names if source_changed(image_dir / n, fd[n][SOURCE_DATASET].attrs)]
-    if changed:
-        raise StaleOutputError(f"{feature_path}: {len(changed)} image(s) changed since their features were extracted "
-                               f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} in {image_dir}); "
-                               "write to another output or pass --overwrite")
+def check_sources(writer: H5Writer, image_dir: Path, names: List[str]) -> None:
+    """Before resuming: refuse when an image the file already holds has changed on disk since.
+
+    Images gone from disk keep their features (with a warning); images with a new time but the same
+    bytes (a copied dataset) get their stored time updated, so only the first resume reads them.
+    """
+    states: Dict[str, List[str]] = {}
+    copies = {}
+    if names:
+        with h5py.File(writer.path, "r") as fd:
+            for name in names:
+                try:
+                    state, identity = compare_source(image_dir / name, fd[name][SOURCE_DATASET].attrs)
+                except OSError as error:
+                    raise ValueError(f"{image_dir / name}: cannot read it to check it against {writer.path} "
+                                     f"({error.strerror or error})") from error
+                states.setdefault(state, []).append(name)
+                if identity:
+                    copies[f"{name}/{SOURCE_DATASET}"] = identity
+
+    def listed(found: List[str]) -> str:
+        return f"{', '.join(found[:3])}{' ...' if len(found) > 3 else ''}"
+
+    if states.get("changed"):
+        raise StaleOutputError(f"{writer.path}: {len(states['changed'])} image(s) changed since their features were "
+                               f"extracted ({listed(states['changed'])} in {image_dir}); write to another output or "
+                               "pass --overwrite (a resumed match run then matches their pairs again)")
+    if states.get("missing"):
+        logger.warning(f"{writer.path}: {len(states['missing'])} image(s) no longer in {image_dir} "
+                       f"({listed(states['missing'])}); their features are kept")
+    if copies:
+        writer.write_attrs(copies)
+        logger.info(f"{writer.path}: {len(copies)} image(s) have new times but the same bytes; their times are updated")
+
+
+def record_sources(writer: H5Writer, image_dir: Path, names: List[str]) -> None:
+    """Store what ``check_sources`` compares in a features file another program wrote (hloc's extraction)."""
+    writer.write_attrs({f"{name}/{SOURCE_DATASET}": source_identity(image_dir / name) for name in names})
 
 
 def recipe_of(conf: dict, as_half: bool = True) -> dict:
@@ -179,13 +209,13 @@ def main(
         feature_path = Path(export_dir, conf["output"] + ".h5")
     names = in_shard(names_to_extract(image_dir, image_list), shard)
     writer = H5Writer(feature_path, FEATURE_DATASETS, recipe_of(conf, as_half), overwrite)
-    check_sources_unchanged(feature_path, image_dir, [n for n in names if n in writer.done])
+    check_sources(writer, image_dir, [n for n in names if n in writer.done])
     todo = [n for n in names if n not in writer.done]
     logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
     failures = []
     with writer:  # also when nothing is left to do: a shard without images still gets its (empty) file
         if shard:
-            writer.write_file_attrs({SHARD_ATTR: f"{shard[0]}/{shard[1]}"})
+            writer.write_attrs({"/": {SHARD_ATTR: f"{shard[0]}/{shard[1]}"}})
         if not todo:
             return feature_path
         model = build_model(conf["model"], EXTRACTORS).to(resolve_device(device))

@@ -131,11 +131,12 @@ class H5Writer:
         self.done.add(key)
         self.written += 1
 
-    def write_file_attrs(self, attrs: Dict[str, np.ndarray]) -> None:
-        """Set attributes of the file's root atomically."""
+    def write_attrs(self, attrs: Dict[str, Dict]) -> None:
+        """Set attributes of existing objects (``"/"``: the file's root; ``"name/dataset"``) in one atomic transaction."""
         fd = self.open()
         self.in_transaction = True
-        fd.attrs.update(attrs)
+        for path, values in attrs.items():
+            fd[path].attrs.update(values)
         self.commit()
         self.in_transaction = False
 
@@ -166,11 +167,15 @@ class FeatureReader:
         self.path = Path(path)
         self.fd = open_h5(self.path, "features", ("keypoints", "descriptors"))
         self.read = functools.lru_cache(maxsize=cache_size)(self._read)
+        self.source = functools.lru_cache(maxsize=None)(self._source)  # checksum of the image the features came from
 
-    def _read(self, name: str) -> Dict[str, torch.Tensor]:
+    def group(self, name: str) -> h5py.Group:
         if name not in self.fd:
             raise MissingEntryError(f"{name}: no features in {self.path}")
-        group = self.fd[name]
+        return self.fd[name]
+
+    def _read(self, name: str) -> Dict[str, torch.Tensor]:
+        group = self.group(name)
         # scores when stored: a matcher's keypoint cap keeps the best ones even in files not stored best first
         keys = [k for k in ("keypoints", "descriptors", "image_size", "scores") if k in group]
         return {k: torch.from_numpy(group[k][()]).float() for k in keys}
@@ -180,15 +185,16 @@ class FeatureReader:
         return complete_keys(self.fd, ("keypoints", "descriptors"))
 
     def keypoints(self, name: str) -> np.ndarray:
-        if name not in self.fd:
-            raise MissingEntryError(f"{name}: no features in {self.path}")
-        return self.fd[name]["keypoints"][()].astype(np.float64)
+        return self.group(name)["keypoints"][()].astype(np.float64)
 
     def uncertainty(self, name: str) -> float:
         """hloc's keypoint ``uncertainty`` attribute (the extraction's resize factor), 1 when absent."""
-        if name not in self.fd:
-            raise MissingEntryError(f"{name}: no features in {self.path}")
-        return float(self.fd[name]["keypoints"].attrs.get("uncertainty", 1.0))
+        return float(self.group(name)["keypoints"].attrs.get("uncertainty", 1.0))
+
+    def _source(self, name: str) -> str:
+        """``source``: the checksum of the image file the features came from ("" when the file does not record it)."""
+        group = self.group(name)
+        return str(group["image_size"].attrs.get("source_checksum", "")) if "image_size" in group else ""
 
     def close(self):
         self.fd.close()

@@ -8,13 +8,14 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from . import MATCHERS, build_model, model_class
 from .errors import finish_batch, run_cli
-from .h5 import FeatureReader, H5Writer
+from .h5 import FeatureReader, H5Writer, MissingEntryError
 from .io import names_to_pair, read_pairs
 from .provenance import WEIGHT_PATH_KEYS, existing, input_fingerprint, make_recipe, read_recipe
 from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
@@ -51,6 +52,30 @@ def unique_new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str,
         if names_to_pair(a, b) not in done and names_to_pair(b, a) not in done:
             todo.append((a, b))
     return todo
+
+
+def outdated_pairs(matches: Path, pairs: List[Tuple[str, str]], done: set, reader0: FeatureReader,
+                   reader1: FeatureReader) -> List[Tuple[str, str]]:
+    """Pairs already in ``matches`` (as stored: either order) whose features have since been extracted
+    again from other image bytes (the checksums the pair recorded differ from the features file's)."""
+    outdated, checked = [], set()
+    with h5py.File(matches, "r") as fd:
+        for pair in pairs:
+            for a, b in (pair, pair[::-1]):
+                key = names_to_pair(a, b)
+                if key not in done:
+                    continue
+                if key not in checked:
+                    checked.add(key)
+                    stored = fd[key]["matches0"].attrs
+                    try:
+                        current = (reader0.source(a), reader1.source(b))
+                    except MissingEntryError:  # no features any more: the pair stays as it is
+                        break
+                    if stored.get("source0") and (str(stored["source0"]), str(stored["source1"])) != current:
+                        outdated.append((a, b))
+                break
+    return outdated
 
 
 def pair_input(feats0: Dict[str, torch.Tensor], feats1: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
@@ -121,35 +146,41 @@ def main(
     check_compatible(conf, specs)
     pair_list = in_shard(read_pairs(pairs), shard, key=lambda pair: names_to_pair(*sorted(pair)))
     writer = H5Writer(matches, MATCH_DATASETS, recipe_of(conf, features, features_ref), overwrite)
-    todo = unique_new_pairs(pair_list, writer.done)
-    logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
+    reader_q = FeatureReader(features)
+    reader_r = FeatureReader(features_ref) if features_ref else reader_q
     failures = []
-    with writer:  # also when nothing is left to do: a shard without pairs still gets its (empty) file
-        if shard:
-            writer.write_file_attrs({SHARD_ATTR: f"{shard[0]}/{shard[1]}"})
-        if not todo:
-            return matches
-        device = resolve_device(device)
-        model = build_model(conf["model"], MATCHERS).to(device)
-        reader_q = FeatureReader(features)
-        reader_r = FeatureReader(features_ref) if features_ref else reader_q
-        memory = FreedMemoryReleaser()
-        try:
+    try:
+        todo = unique_new_pairs(pair_list, writer.done)
+        outdated = outdated_pairs(matches, pair_list, writer.done, reader_q, reader_r) if writer.done else []
+        logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
+        if outdated:
+            logger.info(f"Matches: {len(outdated)} pairs matched again: their images changed and their features "
+                        f"were extracted again (e.g. {' '.join(outdated[0])})")
+        todo += outdated
+        with writer:  # also when nothing is left to do: a shard without pairs still gets its (empty) file
+            if shard:
+                writer.write_attrs({"/": {SHARD_ATTR: f"{shard[0]}/{shard[1]}"}})
+            if not todo:
+                return matches
+            device = resolve_device(device)
+            model = build_model(conf["model"], MATCHERS).to(device)
+            memory = FreedMemoryReleaser()
             for a, b in tqdm(todo, desc="match", unit="pair"):
                 memory.step()
                 try:
                     pred = model(pair_input(reader_q.read(a), reader_r.read(b), device))
+                    sources = {"source0": reader_q.source(a), "source1": reader_r.source(b)}
                 except Exception as error:  # a bad pair must not stop the batch
                     failures.append(f"{a} {b}: {error}")
                     continue
                 writer.write(names_to_pair(a, b), {
                     "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
                     "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
-                })
-        finally:
-            reader_q.close()
-            if reader_r is not reader_q:
-                reader_r.close()
+                }, {"matches0": sources})
+    finally:
+        reader_q.close()
+        if reader_r is not reader_q:
+            reader_r.close()
     finish_batch("pairs", failures, len(todo), raise_on_failure)
     return matches
 

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import h5py
 
@@ -85,23 +85,25 @@ def source_identity(path: Path) -> Dict[str, object]:
     return {"source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns, "source_checksum": file_checksum(path)}
 
 
-def source_changed(path: Path, stored) -> bool:
-    """Whether the file at ``path`` is no longer the one ``stored`` (``source_identity``) describes.
+def compare_source(path: Path, stored) -> Tuple[str, Optional[Dict[str, object]]]:
+    """How the file at ``path`` compares with what an output ``stored`` of it (``source_identity``).
 
-    Size and time decide when they agree or the size differs; a file copied with a new time is read
-    and its checksum compared, so copying a dataset does not make its outputs stale.
+    ``same``; ``copied`` (same bytes, another time: its new identity comes with it); ``changed``;
+    ``missing``; ``unrecorded`` (an output written before fusion recorded its inputs). Size and time
+    decide when they agree or the size differs; only a file with a new time is read for its checksum.
     """
     if "source_checksum" not in stored:
-        return False  # written before fusion recorded its inputs: nothing to compare
+        return "unrecorded", None
     path = Path(path)
     if not path.is_file():
-        return True
+        return "missing", None
     stat = os.stat(path)
     if stat.st_size != int(stored["source_size"]):
-        return True
+        return "changed", None
     if stat.st_mtime_ns == int(stored["source_mtime_ns"]):
-        return False
-    return file_checksum(path) != str(stored["source_checksum"])
+        return "same", None
+    identity = source_identity(path)
+    return ("copied", identity) if identity["source_checksum"] == str(stored["source_checksum"]) else ("changed", None)
 
 
 def existing(paths: Iterable[Path]) -> List[Path]:

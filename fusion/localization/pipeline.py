@@ -18,6 +18,7 @@ from typing import Optional, Set
 import h5py
 
 from ..features import extract, match
+from ..features.h5 import H5Writer
 from ..features.io import write_pairs
 from ..features.provenance import RECIPE_ATTR, check_reusable, fingerprint, input_fingerprint, make_recipe, writing
 from . import localize, pairs, retrieval, triangulation
@@ -158,6 +159,11 @@ def run(
             extract_features.main(feature_conf, scene.images, image_list=names, feature_path=features,
                                   overwrite=True)
             stamp(features, recipe)
+            with H5Writer(features, extract.FEATURE_DATASETS, recipe) as writer:
+                extract.record_sources(writer, scene.images, names)
+        else:
+            with H5Writer(features, extract.FEATURE_DATASETS, recipe) as writer:
+                extract.check_sources(writer, scene.images, names)
     else:
         extract.main(feature_conf, scene.images, image_list=names, feature_path=features, overwrite=overwrite,
                      raise_on_failure=False, device=device)
@@ -234,23 +240,24 @@ def run(
 
 
 def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xfeat", checkpoint: Optional[Path] = None,
-                           overwrite: bool = False, **options) -> dict:
+                           overwrite: bool = False, report_dir: Optional[Path] = None, **options) -> dict:
     """``run`` in two passes: the map with plain XFeat, a stability head learned from that map's tracks
     (``fusion.training.map_stability``), then localization with ``fused_xfeat`` and that head.
 
     The second pass re-extracts the database with the fused model too (measured against keeping the
     plain database in the README). The passes' outputs differ in their recipes (the checkpoint's
     checksum), so their files never mix; the returned dict adds ``map`` (the first pass) and
-    ``stability_checkpoint``. The first pass's report is ``OUTPUTS/first_pass/report.html``; the second
-    pass's ``OUTPUTS/report.html`` compares the two.
+    ``stability_checkpoint``. The second pass's ``report.html`` (in ``report_dir``, default ``outputs``)
+    compares the two; the first pass's is in its ``first_pass/`` folder.
     """
+    report_dir = Path(report_dir or outputs)
     from ..training import map_stability
 
     if feature != "fused_xfeat":
         raise ValueError(f"--learn-stability trains fused_xfeat's stability head; use --feature fused_xfeat, not {feature}")
     # the map's features from the same backbone the head will sit on: official XFeat, or the checkpoint's
     first = run(scene, outputs, feature="xfeat" if checkpoint is None else "fused_xfeat", checkpoint=checkpoint,
-                overwrite=overwrite, report_dir=Path(outputs) / FIRST_PASS_REPORT_DIR, **options)
+                overwrite=overwrite, report_dir=report_dir / FIRST_PASS_REPORT_DIR, **options)
     recipe = make_recipe("stability_checkpoint", map_stability.default_conf,
                          [checkpoint] if checkpoint else [],
                          {"map": input_fingerprint(first["sfm"]), "features": input_fingerprint(first["features"])})
@@ -258,7 +265,8 @@ def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xf
     if overwrite or not check_reusable(learned, recipe):
         with writing(learned, recipe) as tmp:
             map_stability.main(first["sfm"], first["features"], scene.images, tmp, base_checkpoint=checkpoint)
-    second = run(scene, outputs, feature="fused_xfeat", checkpoint=learned, overwrite=overwrite, **options)
+    second = run(scene, outputs, feature="fused_xfeat", checkpoint=learned, overwrite=overwrite, report_dir=report_dir,
+                 **options)
     second.update(map=first, stability_checkpoint=learned)
     second["report_html"] = write_localization_report(scene, second)
     return second

@@ -274,10 +274,10 @@ def per_query_section(rows: List[QueryRow], logs_known: bool) -> Html:
 
 def stability_section(scene, first: dict, second: dict, root: Path) -> Html:
     """The plain first pass against this run (features with the stability head learned from its map)."""
+    link = escape(relative(Path(first["report_html"]), root))
     intro = (f"The stability head ({escape(relative(second['stability_checkpoint'], root))}) was learned from the "
-             f"tracks of a first pass with plain features; that pass has its own report: "
-             f'<a href="{escape(relative(Path(first["report_html"]), root))}">'
-             f"{escape(relative(Path(first['report_html']), root))}</a>. Each cell: first pass → this run.")
+             f"tracks of the map of a first pass with features made without it; that pass has its own report: "
+             f'<a href="{link}">{link}</a>. Figures below read: first pass → this run.')
     recall = ""
     if first.get("report") and second.get("report"):
         keys = [k for k in second["report"]["all"] if k.startswith("recall@")]
@@ -408,7 +408,7 @@ def write_localization_report(scene, out: dict) -> Path:
 
 
 def localization_report(scene, out: dict, num_worst: int = NUM_WORST) -> Path:
-    """Figures and ``OUTPUTS/report.html`` of a finished ``pipeline.run``; the figures' time is added to
+    """Figures and ``report.html`` (in the run's report folder) of a finished ``pipeline.run``; the figures' time is added to
     ``out['timings']``. Call ``write_localization_report`` again after adding figures to ``out['figures']``."""
     start = time.perf_counter()
     localization_figures(scene, out, num_worst)

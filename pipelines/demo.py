@@ -6,17 +6,16 @@ Writes outputs/demo/dataset (Aachen layout), the result file, recall table (JSON
 reprojection.png, topdown.png and report.html (open it in a browser; it works offline).
 """
 
-import argparse
 import time
 from pathlib import Path
 
 from fusion.features import extract, match
-from fusion.features.errors import run_cli
+from fusion.features.errors import CommandParser, run_cli
 from fusion.localization import demo_scene
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)
     parser.add_argument("--outputs", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--feature", default="fused_xfeat", choices=sorted(extract.confs))
     parser.add_argument("--matcher", default="xfeat_mnn", choices=sorted(match.confs))

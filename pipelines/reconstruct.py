@@ -15,19 +15,18 @@ images), the cameras are Sim(3)-aligned to it and their errors printed. Then loc
     python pipelines/localize_scene.py --images DIR --reference OUTPUTS/sfm --queries LIST --outputs OUTPUTS
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 from fusion.features import extract, match
-from fusion.features.errors import run_cli
+from fusion.features.errors import CommandParser, run_cli
 from fusion.localization import reconstruction
 from fusion.localization.reference_models import load_model
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(description=__doc__)
     parser.add_argument("--images", type=Path, required=True, help="folder of photos (searched recursively)")
     parser.add_argument("--outputs", type=Path, required=True)
     parser.add_argument("--image-list", type=Path, help="only these images (names relative to --images)")

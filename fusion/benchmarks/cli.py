@@ -11,14 +11,13 @@ Each benchmark prints its result as one JSON line (with config hash and git comm
 it to the CSV log; ``table`` renders the log as markdown.
 """
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..features import match
-from ..features.errors import run_cli
+from ..features.errors import CommandParser, run_cli
 from ..features.io import read_image
 from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
 from . import efficiency, figures, homography, log, relpose
@@ -50,7 +49,7 @@ def heatmap_figure(image_path: Path, output: Path, checkpoint=None, max_keypoint
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("python -m fusion.eval", __doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("homography", "relpose", "efficiency"):
         p = sub.add_parser(name)
@@ -74,6 +73,7 @@ def main(argv=None):
     heat.add_argument("--image", type=Path, required=True)
     heat.add_argument("--output", type=Path, required=True)
     heat.add_argument("--checkpoint", type=Path)
+    heat.add_argument("--max-keypoints", type=int, default=2048, help="keypoints drawn on the photo")
     curves = sub.add_parser("curves")
     curves.add_argument("--metrics", type=Path, required=True)
     curves.add_argument("--output", type=Path, required=True)
@@ -85,7 +85,7 @@ def main(argv=None):
             raise ValueError(f"{args.log}: no {args.benchmark} runs logged")
         print(log.markdown_table(rows, args.columns))
     elif args.command == "heatmap":
-        print(heatmap_figure(args.image, args.output, args.checkpoint))
+        print(heatmap_figure(args.image, args.output, args.checkpoint, args.max_keypoints))
     elif args.command == "curves":
         print(figures.plot_training_curves(args.metrics, args.output))
     elif args.command == "efficiency":

@@ -32,7 +32,8 @@ def record(benchmark: str, config: Dict, result: Dict, log_path: Path) -> Dict:
 def read_log(path: Path) -> List[Dict]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: results log not found")
+        raise FileNotFoundError(f"{path}: results log not found; the benchmarks write it (python -m fusion.eval "
+                                f"homography|relpose|efficiency ...), or pass --log")
     with open(path, newline="") as fd:
         return [{**row, "config": json.loads(row["config"]), "result": json.loads(row["result"])}
                 for row in csv.DictReader(fd)]

@@ -1,8 +1,9 @@
 """Batch jobs: continue past bad items, report them at the end; CLIs print one clear line."""
 
+import argparse
 import logging
 import sys
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 logger = logging.getLogger("fusion")
 
@@ -14,6 +15,20 @@ class BatchError(RuntimeError):
         self.failures = failures
         lines = "\n".join(f"  {f}" for f in failures)
         super().__init__(f"{len(failures)} of {total} {what} failed:\n{lines}")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for fusion's command lines: help texts as written, a usage mistake in one line (exit 2).
+
+    ``prog``: the command as a user types it (default: ``python <the script as run>``).
+    """
+
+    def __init__(self, prog: Optional[str] = None, description: Optional[str] = None, **options):
+        options.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(prog=prog or f"python {sys.argv[0]}", description=description, **options)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
 def finish_batch(what: str, failures: List[str], total: int, raise_on_failure: bool) -> None:

@@ -17,7 +17,6 @@ The file records what made it (conf, checkpoint checksum, commit) and is checked
 extractor on an image of another size before the command returns.
 """
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from . import EXTRACTORS, build_model, extract
-from .errors import run_cli
+from .errors import CommandParser, run_cli
 from .provenance import provenance
 from .xfeat import detect_sparse
 
@@ -237,7 +236,7 @@ def self_check(extractor: nn.Module, path: Path, format: str):
 
 
 def cli(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("python -m fusion.export", __doc__)
     parser.add_argument("--conf", default="xfeat", choices=CONFS)
     parser.add_argument("--format", default="onnx", choices=FORMATS)
     parser.add_argument("--output", type=Path, required=True, help="file to write (.onnx, .pt)")

@@ -3,7 +3,6 @@
 ``python -m fusion.extract --conf fused_xfeat --images DIR --output FEATURES.h5``
 """
 
-import argparse
 import copy
 import logging
 import re
@@ -16,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from . import EXTRACTORS, build_model, model_class
-from .errors import finish_batch, run_cli
+from .errors import CommandParser, finish_batch, run_cli
 from .h5 import H5Writer
 from .io import ImageError, list_images, read_image, read_image_list, resize_image
 from .provenance import WEIGHT_PATH_KEYS, StaleOutputError, compare_source, existing, make_recipe, source_identity
@@ -237,7 +236,7 @@ def main(
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("python -m fusion.extract", __doc__)
     parser.add_argument("--conf", default="fused_xfeat", choices=sorted(confs))
     parser.add_argument("--images", type=Path, required=True, help="image folder")
     parser.add_argument("--output", type=Path, required=True, help="features .h5 to write")

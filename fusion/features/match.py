@@ -3,7 +3,6 @@
 ``python -m fusion.match --conf xfeat_mnn --pairs PAIRS.txt --features FEATURES.h5 --output MATCHES.h5``
 """
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -14,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from . import MATCHERS, build_model, model_class
-from .errors import finish_batch, run_cli
+from .errors import CommandParser, finish_batch, run_cli
 from .h5 import FeatureReader, H5Writer, MissingEntryError
 from .io import names_to_pair, read_pairs
 from .provenance import WEIGHT_PATH_KEYS, existing, input_fingerprint, make_recipe, read_recipe
@@ -186,7 +185,7 @@ def main(
 
 
 def cli(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("python -m fusion.match", __doc__)
     parser.add_argument("--conf", default="xfeat_mnn", choices=sorted(confs))
     parser.add_argument("--pairs", type=Path, required=True)
     parser.add_argument("--features", type=Path, required=True)

@@ -8,7 +8,6 @@ holds every group once and equals what one unsharded run writes. Merging is resu
 already in the output are skipped.
 """
 
-import argparse
 import logging
 from pathlib import Path
 from typing import List
@@ -16,7 +15,7 @@ from typing import List
 import h5py
 from tqdm import tqdm
 
-from .errors import run_cli
+from .errors import CommandParser, run_cli
 from .h5 import H5Writer, complete_keys
 from .provenance import differences, fingerprint, read_recipe
 from .runtime import SHARD_ATTR, parse_shard
@@ -86,7 +85,7 @@ def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool
 
 
 def cli(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("python -m fusion.merge", __doc__)
     parser.add_argument("--output", type=Path, required=True, help="the merged .h5 to write")
     parser.add_argument("parts", type=Path, nargs="+", help="the part files")
     parser.add_argument("--overwrite", action="store_true", help="start --output afresh")

@@ -9,7 +9,6 @@ image with the most 2D-3D matches, as visuallocalization.net expects a pose for 
 marked ``localized: false`` in the log and counts as failed in the recall table.
 """
 
-import argparse
 import copy
 import json
 import logging
@@ -21,7 +20,7 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from ..features.errors import run_cli
+from ..features.errors import CommandParser, run_cli
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import pairs_by_query, read_pairs
 from ..features.provenance import check_reusable, input_fingerprint, make_recipe, writing
@@ -228,7 +227,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 def cli(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("python -m fusion.localization.localize", __doc__)
     parser.add_argument("--reference-sfm", type=Path, required=True)
     parser.add_argument("--queries", type=Path, required=True, help="query list with intrinsics")
     parser.add_argument("--pairs", type=Path, required=True)

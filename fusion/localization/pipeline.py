@@ -8,7 +8,6 @@ fusion's registered confs; triangulation always uses ``fusion.localization.trian
 hloc's stores UNDEFINED two-view geometries, which pycolmap 4 skips (0 points).
 """
 
-import argparse
 import json
 import logging
 import pickle
@@ -18,6 +17,7 @@ from typing import Optional, Set
 import h5py
 
 from ..features import extract, match
+from ..features.errors import CommandParser
 from ..features.h5 import H5Writer
 from ..features.io import write_pairs
 from ..features.provenance import RECIPE_ATTR, check_reusable, fingerprint, input_fingerprint, make_recipe, writing
@@ -284,8 +284,8 @@ def features_path(outputs: Path, feature_conf: dict, backend: str = "builtin") -
     return named(outputs, feature_conf["output"], features_recipe(feature_conf, backend), ".h5")
 
 
-def pipeline_parser(description: str, outputs: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def pipeline_parser(description: str, outputs: str) -> CommandParser:
+    parser = CommandParser(description=description)
     parser.add_argument("--outputs", type=Path, default=Path(outputs))
     parser.add_argument("--feature", default="fused_xfeat", choices=sorted(extract.confs))
     parser.add_argument("--matcher", default="xfeat_mnn", choices=sorted(match.confs))

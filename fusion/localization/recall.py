@@ -1,6 +1,5 @@
 """Pose recall against ground truth: (0.25 m, 2 deg), (0.5 m, 5 deg), (5 m, 10 deg) and median errors."""
 
-import argparse
 import json
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Tuple
@@ -8,7 +7,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 import numpy as np
 import pycolmap
 
-from ..features.errors import run_cli
+from ..features.errors import CommandParser, run_cli
 from .poses import pose_error, read_poses
 
 THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
@@ -81,7 +80,7 @@ def main(results: Path, ground_truth: Path, output: Optional[Path] = None,
 
 
 def cli(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = CommandParser("python -m fusion.localization.recall", __doc__)
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--ground-truth", type=Path, required=True, help="pose file in the results format")
     parser.add_argument("--output", type=Path, help="write the report as JSON")

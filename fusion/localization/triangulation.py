@@ -5,7 +5,6 @@ known relative poses (epipolar distance), stored as CALIBRATED two-view geometri
 skips UNDEFINED ones, which silently yields 0 points), and ``pycolmap.triangulate_points`` runs.
 """
 
-import argparse
 import contextlib
 import logging
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from ..features.errors import run_cli
+from ..features.errors import CommandParser, run_cli
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import read_pairs
 from ..features.provenance import check_reusable, input_fingerprint, make_recipe, writing
@@ -189,7 +188,7 @@ def main(
 
 
 def cli(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("python -m fusion.localization.triangulation", __doc__)
     parser.add_argument("--sfm-dir", type=Path, required=True)
     parser.add_argument("--reference", type=Path, required=True, help="COLMAP model with the known poses")
     parser.add_argument("--images", type=Path, required=True)

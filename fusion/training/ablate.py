@@ -6,7 +6,6 @@ Writes one config per variant; with --run trains each (resuming finished ones) a
 final losses and, with --eval-data, homography MMA@3 into one markdown table (and ablation.json).
 """
 
-import argparse
 import copy
 import csv
 import json
@@ -15,7 +14,7 @@ from typing import Dict, List
 
 import yaml
 
-from ..features.errors import run_cli
+from ..features.errors import CommandParser, run_cli
 from .config import load_config
 from .losses.weighting import WEIGHTINGS
 from .trainer import Trainer, active_terms
@@ -55,7 +54,7 @@ def table(results: Dict[str, dict]) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("python -m fusion.ablate", __doc__)
     parser.add_argument("--config", type=Path, default=Path("configs/finetune.yaml"))
     parser.add_argument("--out", type=Path, default=Path("outputs/ablate"))
     parser.add_argument("--run", action="store_true", help="train every variant and collect the table")

@@ -12,7 +12,6 @@ metrics), checkpoints/step_XXXXXXX.pt (full state, resumable), final.pt and, wit
 resumed run continues exactly.
 """
 
-import argparse
 import copy
 import csv
 import json
@@ -32,7 +31,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..features.errors import run_cli
+from ..features.errors import CommandParser, run_cli
 from ..features.fused import load_checkpoint, save_checkpoint
 from ..features.provenance import config_hash, git_commit
 from ..features.xfeat import load_xfeat_backbone
@@ -432,7 +431,7 @@ def resolve_config(config: Path, stage: Optional[str], overrides) -> dict:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("python -m fusion.train", __doc__)
     parser.add_argument("--stage", choices=("pretrain", "distill", "semantic", "finetune", "stability"))
     parser.add_argument("--config", type=Path, default=Path("configs/base.yaml"))
     parser.add_argument("--pretrained", type=Path, help="fused checkpoint to start from (e.g. the previous stage's final.pt)")

@@ -11,7 +11,7 @@ an orange cast and lit windows.
 import json
 import string
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -295,7 +295,7 @@ def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = "xfeat_mnn",
     if overwrite or not (dataset / "queries/ground_truth.txt").exists():
         generate(dataset, num_db, num_day, num_night, size, num_buildings=num_buildings, seed=seed)
     generation = time.perf_counter() - start
-    scene = scenes.aachen(dataset)
+    scene = replace(scenes.aachen(dataset), name="demo street (Aachen v1.1 layout)")
     out = pipeline.run(scene, outputs, feature, matcher, num_db_pairs=num_db_pairs, num_loc_pairs=num_loc_pairs,
                        overwrite=overwrite, device=device)
     start = time.perf_counter()

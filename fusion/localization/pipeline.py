@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Set
 
 import h5py
+import pycolmap
 
 from ..features import extract, match
 from ..features.errors import CommandParser
@@ -207,6 +208,8 @@ def run(
         query_list = write_query_list(scene.queries, outputs / "queries_with_intrinsics.txt")
         if overwrite or not check_reusable(results, results_recipe):
             with writing(results, results_recipe) as tmp:
+                # hloc leaves RANSAC unseeded: pycolmap then draws from a global state that earlier calls moved
+                pycolmap.set_random_seed(0)
                 localize_sfm.main(model, query_list, loc_pairs, features, matches, tmp,
                                   ransac_thresh=ransac_max_error, covisibility_clustering=covisibility_clustering,
                                   prepend_camera_name=style == "camera")

@@ -3,7 +3,9 @@
 ``python -m fusion.match --conf xfeat_mnn --pairs PAIRS.txt --features FEATURES.h5 --output MATCHES.h5``
 """
 
+import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -22,6 +24,7 @@ from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, res
 logger = logging.getLogger("fusion")
 
 MATCH_DATASETS = ("matches0", "matching_scores0")
+FEATURES_STATE_ATTR = "fusion_features_state"  # + a pairs list's digest: features_state() when its pairs last agreed
 
 confs = {
     "xfeat_mnn": {"output": "matches-xfeat-mnn", "model": {"name": "fusion_mnn", "min_similarity": None}},
@@ -51,6 +54,18 @@ def unique_new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str,
         if names_to_pair(a, b) not in done and names_to_pair(b, a) not in done:
             todo.append((a, b))
     return todo
+
+
+def checked_state_attr(pairs: List[Tuple[str, str]]) -> str:
+    """The root attribute that records ``features_state`` once every pair of ``pairs`` agrees with it."""
+    digest = hashlib.sha256("\n".join(names_to_pair(a, b) for a, b in pairs).encode()).hexdigest()[:16]
+    return f"{FEATURES_STATE_ATTR}:{digest}"
+
+
+def features_state(*paths: Path) -> str:
+    """Size and modification time of features files: while they stay as a complete run over the same
+    pairs left them, none of those pairs can be outdated, and the pair-by-pair check is skipped."""
+    return ";".join(f"{os.stat(path).st_size}:{os.stat(path).st_mtime_ns}" for path in paths)
 
 
 def outdated_pairs(matches: Path, pairs: List[Tuple[str, str]], done: set, reader0: FeatureReader,
@@ -150,7 +165,13 @@ def main(
     failures = []
     try:
         todo = unique_new_pairs(pair_list, writer.done)
-        outdated = outdated_pairs(matches, pair_list, writer.done, reader_q, reader_r) if writer.done else []
+        state_attr, state = checked_state_attr(pair_list), features_state(features, Path(features_ref or features))
+        state_recorded, outdated = False, []
+        if writer.done:
+            with h5py.File(matches, "r") as fd:
+                state_recorded = fd.attrs.get(state_attr) == state
+            if not state_recorded:
+                outdated = outdated_pairs(matches, pair_list, writer.done, reader_q, reader_r)
         logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
         if outdated:
             logger.info(f"Matches: {len(outdated)} pairs matched again: their images changed and their features "
@@ -160,6 +181,8 @@ def main(
             if shard:
                 writer.write_attrs({"/": {SHARD_ATTR: f"{shard[0]}/{shard[1]}"}})
             if not todo:
+                if not state_recorded:
+                    writer.write_attrs({"/": {state_attr: state}})
                 return matches
             device = resolve_device(device)
             model = build_model(conf["model"], MATCHERS).to(device)
@@ -176,6 +199,8 @@ def main(
                     "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
                     "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
                 }, {"matches0": sources})
+            if not failures:  # every pair now agrees with the features as they are
+                writer.write_attrs({"/": {state_attr: state}})
     finally:
         reader_q.close()
         if reader_r is not reader_q:

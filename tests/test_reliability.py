@@ -17,7 +17,7 @@ from fusion.features.fused import FusedXFeat, save_checkpoint
 from fusion.features.h5 import FeatureReader, H5Writer
 from fusion.features.io import read_pairs
 from fusion.features.journal import JournaledFile, journal_path
-from fusion.features.provenance import StaleOutputError, make_recipe
+from fusion.features.provenance import StaleOutputError, input_fingerprint, make_recipe
 from fusion.localization import localize, pipeline, triangulation
 from fusion.localization.demo_scene import look_pose
 from fusion.localization.poses import read_poses
@@ -106,13 +106,24 @@ def test_pairs_of_re_extracted_images_are_matched_again(tmp_path, image_folder):
     cv2.imwrite(str(image_folder / "sub" / "c.jpg"), np.ascontiguousarray(photo[:, ::-1]))  # now another photo
     extract.main(small_conf(), image_folder, feature_path=features, workers=0, overwrite=True)
     after = match_both()  # db.txt (untouched pairs) first: that must not mark query.txt's pairs as checked
-    assert after["sub-c.jpg/a.jpg"][1]["source0"] != before["sub-c.jpg/a.jpg"][1]["source0"]  # matched again
+    assert after["sub-c.jpg/a.jpg"][1]["features0"] != before["sub-c.jpg/a.jpg"][1]["features0"]  # matched again
     assert not np.array_equal(after["sub-c.jpg/a.jpg"][0], before["sub-c.jpg/a.jpg"][0])
     assert np.array_equal(after["a.jpg/b.png"][0], before["a.jpg/b.png"][0])  # untouched
     assert after["a.jpg/b.png"][1] == before["a.jpg/b.png"][1]
     stamp = matches.stat().st_mtime_ns
     match_both()  # features as the last complete runs left them: nothing is checked or written
     assert matches.stat().st_mtime_ns == stamp
+
+
+def test_an_output_made_again_is_another_input(tmp_path, image_folder):
+    path = tmp_path / "f.h5"
+    extract.main(small_conf(), image_folder, feature_path=path, image_list=["a.jpg"], workers=0)
+    first = input_fingerprint(path)
+    extract.main(small_conf(), image_folder, feature_path=path, workers=0)  # more images: what was made stays valid
+    assert input_fingerprint(path) == first
+    extract.main(small_conf(), image_folder, feature_path=path, workers=0, overwrite=True)  # made again
+    assert input_fingerprint(path) != first
+    assert input_fingerprint(path, with_revision=False) == first.split(".")[0]  # same recipe
 
 
 def test_matches_know_their_features(tmp_path, image_folder):

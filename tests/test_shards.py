@@ -1,9 +1,12 @@
 """Sharded extraction and matching (--shard I/N) merged with fusion.merge equal one unsharded run."""
 
+import cv2
+import numpy as np
 import pytest
 from conftest import assert_same_h5
 
 from fusion.features import extract, match, merge
+from fusion.features.provenance import input_fingerprint
 from fusion.features.runtime import in_shard, parse_shard, shard_of
 
 NAMES = ["a.jpg", "b.png", "sub/c.jpg"]
@@ -45,3 +48,18 @@ def test_merged_parts_equal_a_single_run(tmp_path, image_folder):
         merge.main(tmp_path / "incomplete.h5", [parts[0], parts[2]])
     partial = merge.main(tmp_path / "partial.h5", [parts[0], parts[2]], partial=True)
     assert not (tmp_path / "incomplete.h5").exists() and partial.is_file()
+
+
+def test_a_part_made_again_is_merged_again(tmp_path, image_folder):
+    parts = [extract.main(small_conf(), image_folder, feature_path=tmp_path / f"part{i}.h5", shard=(i, 3), workers=0)
+             for i in (1, 2, 3)]
+    merged = merge.main(tmp_path / "merged.h5", parts)
+    first = input_fingerprint(merged)
+    assert input_fingerprint(merge.main(merged, parts)) == first  # nothing new: the same file
+    photo = cv2.imread(str(image_folder / "sub" / "c.jpg"))
+    cv2.imwrite(str(image_folder / "sub" / "c.jpg"), np.ascontiguousarray(photo[:, ::-1]))
+    parts = [extract.main(small_conf(), image_folder, feature_path=part, shard=(i, 3), workers=0, overwrite=True)
+             for i, part in enumerate(parts, 1)]
+    merge.main(merged, parts)
+    assert_same_h5(merged, extract.main(small_conf(), image_folder, feature_path=tmp_path / "single.h5", workers=0))
+    assert input_fingerprint(merged) != first  # groups replaced: what was made from it is out of date

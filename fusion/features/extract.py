@@ -156,8 +156,8 @@ def check_sources(writer: H5Writer, image_dir: Path, names: List[str]) -> None:
         logger.warning(f"{writer.path}: {len(states['missing'])} image(s) no longer in {image_dir} "
                        f"({listed(states['missing'])}); their features are kept")
     if copies:
-        writer.write_attrs(copies)
-        logger.info(f"{writer.path}: {len(copies)} image(s) have new times but the same bytes; their times are updated")
+        logger.info(f"{writer.path}: {len(copies)} image(s) have new times but the same bytes; recording their times")
+        writer.write_optional_attrs(copies, "the new times")
 
 
 def record_sources(writer: H5Writer, image_dir: Path, names: List[str]) -> None:

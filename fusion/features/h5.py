@@ -8,6 +8,7 @@ refused, so results of two configurations never mix.
 """
 
 import functools
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 
 from .io import names_to_pair
 from .journal import JournaledFile, roll_back
-from .provenance import RECIPE_ATTR, check_reusable, fingerprint
+from .provenance import RECIPE_ATTR, REVISION_ATTR, check_reusable, fingerprint, new_revision
 
 logger = logging.getLogger("fusion")
 
@@ -108,6 +109,7 @@ class H5Writer:
             if new:
                 self.fd.attrs[RECIPE_ATTR] = json.dumps(self.recipe, sort_keys=True)
                 self.fd.attrs["fusion_fingerprint"] = fingerprint(self.recipe)
+                self.fd.attrs[REVISION_ATTR] = new_revision()
                 self.commit()
         return self.fd
 
@@ -121,6 +123,7 @@ class H5Writer:
         self.in_transaction = True
         if key in fd:
             del fd[key]
+            fd.attrs[REVISION_ATTR] = new_revision()
         group = fd.create_group(key)
         for name, value in datasets.items():
             group.create_dataset(name, data=value)
@@ -139,6 +142,13 @@ class H5Writer:
             fd[path].attrs.update(values)
         self.commit()
         self.in_transaction = False
+
+    def write_optional_attrs(self, attrs: Dict[str, Dict], what: str) -> None:
+        """``write_attrs`` for bookkeeping that only saves later work: a file that cannot be written is left as it is."""
+        try:
+            self.write_attrs(attrs)
+        except OSError as error:
+            logger.info(f"{self.path}: {what} not recorded ({error.strerror or error})")
 
     def close(self) -> None:
         """Close the file (created with its recipe if nothing was written); an interrupted write is rolled back."""
@@ -167,7 +177,7 @@ class FeatureReader:
         self.path = Path(path)
         self.fd = open_h5(self.path, "features", ("keypoints", "descriptors"))
         self.read = functools.lru_cache(maxsize=cache_size)(self._read)
-        self.source = functools.lru_cache(maxsize=None)(self._source)  # checksum of the image the features came from
+        self.digest = functools.lru_cache(maxsize=None)(self._digest)
 
     def group(self, name: str) -> h5py.Group:
         if name not in self.fd:
@@ -191,10 +201,12 @@ class FeatureReader:
         """hloc's keypoint ``uncertainty`` attribute (the extraction's resize factor), 1 when absent."""
         return float(self.group(name)["keypoints"].attrs.get("uncertainty", 1.0))
 
-    def _source(self, name: str) -> str:
-        """``source``: the checksum of the image file the features came from ("" when the file does not record it)."""
+    def _digest(self, name: str) -> str:
+        """``digest``: a checksum of an image's keypoints and descriptors as stored (what matches index)."""
         group = self.group(name)
-        return str(group["image_size"].attrs.get("source_checksum", "")) if "image_size" in group else ""
+        content = hashlib.sha256(group["keypoints"][()].tobytes())
+        content.update(group["descriptors"][()].tobytes())
+        return content.hexdigest()[:16]
 
     def close(self):
         self.fd.close()

@@ -70,8 +70,8 @@ def features_state(*paths: Path) -> str:
 
 def outdated_pairs(matches: Path, pairs: List[Tuple[str, str]], done: set, reader0: FeatureReader,
                    reader1: FeatureReader) -> List[Tuple[str, str]]:
-    """Pairs already in ``matches`` (as stored: either order) whose features have since been extracted
-    again from other image bytes (the checksums the pair recorded differ from the features file's)."""
+    """Pairs already in ``matches`` (as stored: either order) whose features have changed since (the
+    digests of the two images' features that the pair recorded differ from the features file's)."""
     outdated, checked = [], set()
     with h5py.File(matches, "r") as fd:
         for pair in pairs:
@@ -83,10 +83,11 @@ def outdated_pairs(matches: Path, pairs: List[Tuple[str, str]], done: set, reade
                     checked.add(key)
                     stored = fd[key]["matches0"].attrs
                     try:
-                        current = (reader0.source(a), reader1.source(b))
+                        current = (reader0.digest(a), reader1.digest(b))
                     except MissingEntryError:  # no features any more: the pair stays as it is
                         break
-                    if stored.get("source0") and (str(stored["source0"]), str(stored["source1"])) != current:
+                    recorded = (str(stored.get("features0", "")), str(stored.get("features1", "")))
+                    if recorded != ("", "") and recorded != current:
                         outdated.append((a, b))
                 break
     return outdated
@@ -130,9 +131,11 @@ def recipe_of(conf: dict, features: Path, features_ref: Optional[Path]) -> dict:
     """What makes a matches file: the matcher conf and weights, and the features files it indexes."""
     cls = model_class(conf["model"], MATCHERS)
     model_conf = {k: v for k, v in {**cls.default_conf, **conf["model"]}.items() if k not in WEIGHT_PATH_KEYS}
-    inputs = {"features": input_fingerprint(features)}
+    # features made again keep their matches file: each pair records the digests of the features it
+    # matched, and a resumed run matches the pairs whose features changed again (``outdated_pairs``)
+    inputs = {"features": input_fingerprint(features, with_revision=False)}
     if features_ref is not None and Path(features_ref) != Path(features):
-        inputs["features_ref"] = input_fingerprint(features_ref)
+        inputs["features_ref"] = input_fingerprint(features_ref, with_revision=False)
     return make_recipe("matches", {"model": model_conf}, existing(cls.weight_files(conf["model"])), inputs)
 
 
@@ -174,15 +177,15 @@ def main(
                 outdated = outdated_pairs(matches, pair_list, writer.done, reader_q, reader_r)
         logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
         if outdated:
-            logger.info(f"Matches: {len(outdated)} pairs matched again: their images changed and their features "
-                        f"were extracted again (e.g. {' '.join(outdated[0])})")
+            logger.info(f"Matches: {len(outdated)} pairs matched again: their features changed since they were "
+                        f"matched (e.g. {' '.join(outdated[0])})")
         todo += outdated
         with writer:  # also when nothing is left to do: a shard without pairs still gets its (empty) file
             if shard:
                 writer.write_attrs({"/": {SHARD_ATTR: f"{shard[0]}/{shard[1]}"}})
             if not todo:
                 if not state_recorded:
-                    writer.write_attrs({"/": {state_attr: state}})
+                    writer.write_optional_attrs({"/": {state_attr: state}}, "the state of the checked features")
                 return matches
             device = resolve_device(device)
             model = build_model(conf["model"], MATCHERS).to(device)
@@ -191,16 +194,16 @@ def main(
                 memory.step()
                 try:
                     pred = model(pair_input(reader_q.read(a), reader_r.read(b), device))
-                    sources = {"source0": reader_q.source(a), "source1": reader_r.source(b)}
+                    digests = {"features0": reader_q.digest(a), "features1": reader_r.digest(b)}
                 except Exception as error:  # a bad pair must not stop the batch
                     failures.append(f"{a} {b}: {error}")
                     continue
                 writer.write(names_to_pair(a, b), {
                     "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
                     "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
-                }, {"matches0": sources})
+                }, {"matches0": digests})
             if not failures:  # every pair now agrees with the features as they are
-                writer.write_attrs({"/": {state_attr: state}})
+                writer.write_optional_attrs({"/": {state_attr: state}}, "the state of the checked features")
     finally:
         reader_q.close()
         if reader_r is not reader_q:

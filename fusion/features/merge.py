@@ -8,6 +8,7 @@ holds every group once and equals what one unsharded run writes. Merging is resu
 already in the output are skipped.
 """
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import List
@@ -17,12 +18,13 @@ from tqdm import tqdm
 
 from .errors import CommandParser, run_cli
 from .h5 import H5Writer, complete_keys
-from .provenance import differences, fingerprint, read_recipe
+from .provenance import REVISION_ATTR, differences, fingerprint, read_recipe
 from .runtime import SHARD_ATTR, parse_shard
 
 logger = logging.getLogger("fusion")
 
 REQUIRED = {"features": ("keypoints", "descriptors"), "matches": ("matches0",)}
+MERGED_ATTR = "fusion_merged"  # + a digest of a part's path: that part's revision when it was last merged
 
 
 def check_complete(parts: List[Path]) -> None:
@@ -73,13 +75,20 @@ def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool
     copied = 0
     with writer:
         for part in parts:
+            merged_as = f"{MERGED_ATTR}:{hashlib.sha256(str(part.resolve()).encode()).hexdigest()[:16]}"
             with h5py.File(part, "r") as source:
-                keys = sorted(complete_keys(source, required) - writer.done)
+                revision = str(source.attrs.get(REVISION_ATTR, ""))
+                recorded = writer.open().attrs.get(merged_as)
+                keys = complete_keys(source, required)
+                # a part made again since it was merged (another revision): all its groups are copied again
+                keys = sorted(keys if recorded is not None and recorded != revision else keys - writer.done)
                 for key in tqdm(keys, desc=f"merge {part.name}", unit="group"):
                     group = source[key]
                     writer.write(key, {name: group[name][()] for name in group},
                                  {name: dict(group[name].attrs) for name in group if group[name].attrs})
                     copied += 1
+            if recorded != revision:
+                writer.write_attrs({"/": {merged_as: revision}})
     logger.info(f"Merge: {copied} groups from {len(parts)} parts into {output} ({len(writer.done)} in all)")
     return Path(output)
 

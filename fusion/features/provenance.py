@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -26,6 +27,9 @@ from .. import __version__
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 RECIPE_ATTR = "fusion_recipe"
+# Changes whenever an h5 output is made anew or one of its groups is replaced (appending keeps it), so
+# what was computed from the file before is not mistaken for what is computed from it now.
+REVISION_ATTR = "fusion_revision"
 FOLDER_RECIPE = "fusion_recipe.json"
 # Recipe keys that name what was made but not how: excluded from the fingerprint.
 NOT_FINGERPRINTED = ("fusion_version", "git_commit", "created")
@@ -165,12 +169,24 @@ def write_recipe(path: Path, recipe: dict) -> None:
     os.replace(tmp, target)
 
 
-def input_fingerprint(path: Path) -> str:
-    """The fingerprint an output records for one of its inputs: the input's own recipe fingerprint, or,
-    for a file or folder fusion did not write (hloc's, a user's model), the checksum of its bytes."""
+def new_revision() -> str:
+    """A fresh value of an h5 output's REVISION_ATTR."""
+    return uuid.uuid4().hex[:16]
+
+
+def input_fingerprint(path: Path, with_revision: bool = True) -> str:
+    """The fingerprint an output records for one of its inputs: the input's own recipe fingerprint
+    (with, for an h5 file, its revision: a file made again, or with groups replaced, is another input;
+    ``with_revision=False`` for an output that checks what it uses group by group, as matches do),
+    or, for a file or folder fusion did not write (hloc's, a user's model), the checksum of its bytes."""
     path = Path(path)
     recipe = read_recipe(path)
     if recipe is not None:
+        if with_revision and path.suffix == ".h5":
+            with h5py.File(path, "r") as fd:
+                revision = fd.attrs.get(REVISION_ATTR)
+            if revision is not None:
+                return f"{fingerprint(recipe)}.{revision}"
         return fingerprint(recipe)
     if path.is_dir():
         digest = hashlib.sha256()

@@ -156,15 +156,16 @@ def run(
 
         register()
         recipe = features_recipe(feature_conf, backend)
-        if overwrite or not check_reusable(features, recipe):
-            extract_features.main(feature_conf, scene.images, image_list=names, feature_path=features,
-                                  overwrite=True)
-            stamp(features, recipe)
+        fresh = overwrite or not check_reusable(features, recipe)
+        if fresh and features.exists():
+            features.unlink()
+        with H5Writer(features, extract.FEATURE_DATASETS, recipe) as writer:  # stamps a new file with the recipe
+            extract.check_sources(writer, scene.images, [n for n in names if n in writer.done])
+            todo = [n for n in names if n not in writer.done]
+        if todo:  # hloc skips the images the file already holds
+            extract_features.main(feature_conf, scene.images, image_list=todo, feature_path=features)
             with H5Writer(features, extract.FEATURE_DATASETS, recipe) as writer:
-                extract.record_sources(writer, scene.images, names)
-        else:
-            with H5Writer(features, extract.FEATURE_DATASETS, recipe) as writer:
-                extract.check_sources(writer, scene.images, names)
+                extract.record_sources(writer, scene.images, todo)
     else:
         extract.main(feature_conf, scene.images, image_list=names, feature_path=features, overwrite=overwrite,
                      raise_on_failure=False, device=device)

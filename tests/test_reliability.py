@@ -72,9 +72,11 @@ def test_images_changed_on_disk_are_refused_and_copies_are_not(tmp_path, image_f
     assert copied == {**stored["sub/c.jpg"], "source_mtime_ns": 1}  # not extracted again
 
     (copy / "b.png").unlink()  # gone from disk: its features stay, with a warning
-    with caplog.at_level("WARNING", logger="fusion"):
-        extract.main(small_conf(), copy, feature_path=path, image_list=["a.jpg", "b.png"], workers=0)
-    assert "1 image(s) no longer in" in caplog.text and "b.png" in caplog.text
+    for image_list in (["a.jpg", "b.png"], None):  # named in a list, or the whole folder asked for
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="fusion"):
+            extract.main(small_conf(), copy, feature_path=path, image_list=image_list, workers=0)
+        assert "1 image(s) no longer in" in caplog.text and "b.png" in caplog.text
     with h5py.File(path, "r") as fd:
         assert "b.png" in fd
 

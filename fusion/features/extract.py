@@ -208,7 +208,8 @@ def main(
         feature_path = Path(export_dir, conf["output"] + ".h5")
     names = in_shard(names_to_extract(image_dir, image_list), shard)
     writer = H5Writer(feature_path, FEATURE_DATASETS, recipe_of(conf, as_half), overwrite)
-    check_sources(writer, image_dir, [n for n in names if n in writer.done])
+    # with the whole folder asked for, images gone from it are among those checked (and reported)
+    check_sources(writer, image_dir, sorted(writer.done) if image_list is None else [n for n in names if n in writer.done])
     todo = [n for n in names if n not in writer.done]
     logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
     failures = []

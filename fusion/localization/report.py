@@ -240,13 +240,18 @@ def retrieved_cell(names: List[str], used: Sequence[str] = ()) -> Html:
                 f"{items}</details>")
 
 
+def recall_columns(report: dict) -> Tuple[List[str], List[str]]:
+    """The recall keys of a recall report (``recall@0.25m,2deg``, ...) and their column labels (``0.25m, 2°``)."""
+    keys = [k for k in report["all"] if k.startswith("recall@")]
+    return keys, [k.removeprefix("recall@").replace(",", ", ").replace("deg", "°") for k in keys]
+
+
 def recall_section(report: Optional[dict]) -> Html:
     if not report:
         return Html("<p>No ground truth for these queries, so no recall: submit the results file to "
                     '<a href="https://www.visuallocalization.net/">visuallocalization.net</a> for it.</p>')
-    keys = [k for k in report["all"] if k.startswith("recall@")]
-    header = ["condition", "queries", *(k.removeprefix("recall@").replace(",", ", ").replace("deg", "°")
-                                        for k in keys), "median position error (m)", "median rotation error (°)"]
+    keys, labels = recall_columns(report)
+    header = ["condition", "queries", *labels, "median position error (m)", "median rotation error (°)"]
     rows = [(group, stats["count"], *(f"{100 * stats[k]:.1f}%" for k in keys),
              number(stats["median_position_error_m"], 4), number(stats["median_rotation_error_deg"], 3))
             for group, stats in report.items() if group != "per_query"]
@@ -272,17 +277,17 @@ def per_query_section(rows: List[QueryRow], logs_known: bool) -> Html:
                 + f'<p class="muted">{escape(note)}</p>')
 
 
-def stability_section(scene, first: dict, second: dict, root: Path) -> Html:
-    """The plain first pass against this run (features with the stability head learned from its map)."""
+def stability_section(scene, first: dict, second: dict, second_rows: List[QueryRow], root: Path) -> Html:
+    """The plain first pass against this run (features with the stability head learned from its map);
+    ``second_rows``: this run's ``query_rows``."""
     link = escape(relative(Path(first["report_html"]), root))
     intro = (f"The stability head ({escape(relative(second['stability_checkpoint'], root))}) was learned from the "
              f"tracks of the map of a first pass with features made without it; that pass has its own report: "
              f'<a href="{link}">{link}</a>. Figures below read: first pass → this run.')
     recall = ""
     if first.get("report") and second.get("report"):
-        keys = [k for k in second["report"]["all"] if k.startswith("recall@")]
-        header = ["condition", *(k.removeprefix("recall@").replace(",", ", ").replace("deg", "°") for k in keys),
-                  "median position error (m)"]
+        keys, labels = recall_columns(second["report"])
+        header = ["condition", *labels, "median position error (m)"]
         rows = [(group, *(f"{100 * first['report'][group][k]:.1f}% → {100 * stats[k]:.1f}%" for k in keys),
                  f"{number(first['report'][group]['median_position_error_m'], 4)} → "
                  f"{number(stats['median_position_error_m'], 4)}")
@@ -292,7 +297,7 @@ def stability_section(scene, first: dict, second: dict, root: Path) -> Html:
     rows = [(r.name, r.condition, f"{number(before[r.name].num_inliers, 0)} → {number(r.num_inliers, 0)}",
              f"{number(before[r.name].position_error, 4)} → {number(r.position_error, 4)}",
              f"{number(before[r.name].rotation_error, 3)} → {number(r.rotation_error, 3)}")
-            for r in query_rows(scene, second)]
+            for r in second_rows]
     per_query = table(["query", "condition", "PnP inliers", "position error (m)", "rotation error (°)"], rows,
                       numeric=(2, 3, 4))
     return Html(f"<p>{intro}</p>{recall}{per_query}")
@@ -395,7 +400,7 @@ def write_localization_report(scene, out: dict) -> Path:
     sections = [
         ("Run", run_section(out.get("settings", {}))),
         ("Recall", recall_section(out.get("report"))),
-        *([("Learned stability", stability_section(scene, out["map"], out, outputs))] if out.get("map") else []),
+        *([("Learned stability", stability_section(scene, out["map"], out, rows, outputs))] if out.get("map") else []),
         ("Figures", Html("".join(figure(p, outputs, caption) for caption, p in out.get("figures", {}).items()))),
         ("Worst queries", Html("".join(gallery) or "<p>No query has an estimate.</p>")),
         ("Queries", per_query_section(rows, logs_known)),

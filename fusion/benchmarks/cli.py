@@ -1,6 +1,7 @@
 """Evaluation suite.
 
     python -m fusion.eval homography --data ../shared/data/oxford_affine --feature fused_xfeat [--matcher xfeat_mnn]
+    python -m fusion.eval wxbs --data ../shared/data/wxbs_dev --feature xfeat [--matcher lighterglue]
     python -m fusion.eval relpose --pairs FILE(.txt|.npz|dir) --images DIR --feature xfeat [--matcher lighterglue]
     python -m fusion.eval efficiency [--features fused_xfeat xfeat xfeat_star sift]
     python -m fusion.eval table [--log outputs/eval_log.csv] [--benchmark homography] [--columns 'viewpoint/*' ...]
@@ -20,7 +21,7 @@ from ..features import match
 from ..features.errors import CommandParser, run_cli
 from ..features.io import read_image
 from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
-from . import efficiency, figures, homography, log, relpose
+from . import efficiency, figures, homography, log, relpose, wxbs
 from .adapters import numpy_extractor, numpy_matcher
 
 DEFAULT_LOG = Path("outputs/eval_log.csv")
@@ -51,7 +52,7 @@ def heatmap_figure(image_path: Path, output: Path, checkpoint=None, max_keypoint
 def main(argv=None):
     parser = CommandParser("python -m fusion.eval", __doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("homography", "relpose", "efficiency"):
+    for name in ("homography", "wxbs", "relpose", "efficiency"):
         p = sub.add_parser(name)
         p.add_argument("--log", type=Path, default=DEFAULT_LOG)
         p.add_argument("--max-keypoints", type=int, default=4096)
@@ -60,6 +61,7 @@ def main(argv=None):
             p.add_argument("--matcher", default="xfeat_mnn", choices=sorted(match.confs))
             p.add_argument("--checkpoint", type=Path)
     sub.choices["homography"].add_argument("--data", type=Path, required=True)
+    sub.choices["wxbs"].add_argument("--data", type=Path, required=True, help="WxBS: <category>/<pair>/01.jpg 02.jpg corrs.txt")
     sub.choices["relpose"].add_argument("--pairs", type=Path, required=True)
     sub.choices["relpose"].add_argument("--images", type=Path, required=True)
     sub.choices["efficiency"].add_argument("--features", nargs="+", default=["fused_xfeat", "xfeat", "xfeat_star", "sift"])
@@ -99,6 +101,9 @@ def main(argv=None):
                   "checkpoint": str(args.checkpoint) if args.checkpoint else None}
         if args.command == "homography":
             result = homography.evaluate(homography.read_sequences(args.data), extractor, numpy_matcher(args.matcher))
+            config["data"] = str(args.data)
+        elif args.command == "wxbs":
+            result = wxbs.evaluate(wxbs.read_pairs(args.data), extractor, numpy_matcher(args.matcher))
             config["data"] = str(args.data)
         else:
             result = relpose.evaluate(relpose.read_pairs(args.pairs), args.images, extractor,

@@ -42,6 +42,7 @@ def read_log(path: Path) -> List[Dict]:
 # What ``table`` shows unless ``--columns`` asks for more: the numbers people compare.
 DEFAULT_COLUMNS = {
     "homography": ("pairs", "mma@1", "mma@3", "mma@5", "h_acc@1px", "h_acc@3px", "h_acc@5px", "num_matches"),
+    "wxbs": ("pairs", "maa", "pck@5", "pck@10", "pck@20", "all_but_thermal/maa", "WLABS/maa", "num_matches"),
     "relpose": ("pairs", "auc@5", "auc@10", "auc@20", "median_error_deg", "num_matches"),
     "efficiency": ("extractor", "size", "params", "ms", "peak_rss_mib", "extraction_mib"),
 }

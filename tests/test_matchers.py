@@ -72,7 +72,9 @@ def test_mnn_equals_the_full_matrix_one_on_real_descriptors_with_ties(photo_feat
     desc1 = torch.cat([desc1[:700], desc1[:30], desc0[5:9]])  # 734 columns: not a multiple of the group
     matches, scores = mutual_nearest_neighbours(desc0, desc1)
     expected_matches, expected_scores = full_matrix_mnn(desc0, desc1)
-    assert torch.equal(matches, expected_matches) and torch.equal(scores, expected_scores)
+    assert torch.equal(matches, expected_matches)
+    # block and full matrix products may round the last bit differently (BLAS picks kernels by shape)
+    torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-6)
     assert (matches > -1).sum() > 300
 
 

@@ -12,6 +12,8 @@ setup(
     long_description=(root / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fusion", "fusion.*"]),
+    # the CamVid stability head (CC BY-NC 4.0, inherited from CamVid)
+    package_data={"fusion.features": ["weights/*.pt"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.0",

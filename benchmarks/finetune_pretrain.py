@@ -1,16 +1,17 @@
 """Fine-tune the pretrain stage from the official XFeat weights on CPU: held-out accuracy and MMA before and after.
 
     python benchmarks/finetune_pretrain.py [--steps 300] [--batch-size 4] [--size 256] [--train-images DIR]
-        [--eval-data ../shared/data/oxford_affine] [--out DIR] [key=value ...]   # config overrides
+        [--val-data ../shared/data/camvid/val] [--eval-data ../shared/data/oxford_affine] [--out DIR] [key=value ...]
 
 Training data: synthetic warps (random homography + photometric change) of the Herz-Jesu photos and
-matplotlib's sample photo. Held out: the Oxford affine sequences, only measured on. Every
---val-every steps the run validates on them (descriptor nearest-neighbour accuracy and MMA@3 at
-640 px, ``fusion.training.validation``), which is logged and keeps best.pt but never steers
-final.pt. Before and after: those metrics at the first and last step, and the homography benchmark
-(MMA@1/3/5, homography accuracy; 2048 keypoints, full-size images) of the official weights and of
-final.pt. Writes outputs/bench_finetune/: the run (re-running resumes it), curves.png (each loss
-term averaged over windows of --window steps, and the validation metrics) and result.json.
+matplotlib's sample photo. Validation, every --val-every steps: random warps of other photos
+(--val-data, CamVid's val street frames; descriptor nearest-neighbour accuracy and MMA@3,
+``fusion.training.validation``), which are logged and choose best.pt. Held out: the Oxford affine
+sequences, only measured on, so no checkpoint is chosen on the data that scores it. Before and
+after: the validation metrics at the first and last step, and the homography benchmark (MMA@1/3/5,
+homography accuracy; 2048 keypoints, full-size images) of the official weights and of final.pt.
+Writes outputs/bench_finetune/: the run (re-running resumes it), curves.png (each loss term averaged
+over windows of --window steps, and the validation metrics) and result.json.
 """
 
 import argparse
@@ -92,6 +93,8 @@ def main(argv=None):
     parser.add_argument("--window", type=int, default=10, help="steps averaged into each logged loss value")
     parser.add_argument("--val-every", type=int, default=50)
     parser.add_argument("--train-images", type=Path, default=SHARED / "herzjesu_p8" / "images")
+    parser.add_argument("--val-data", type=Path, default=SHARED / "camvid" / "val",
+                        help="photos whose random warps validate the run and choose best.pt (not --eval-data)")
     parser.add_argument("--eval-data", type=Path, default=SHARED / "oxford_affine")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_finetune")
     parser.add_argument("--threads", type=int, default=2)
@@ -104,7 +107,9 @@ def main(argv=None):
         f"data.synthetic.size=[{args.size},{args.size}]", f"data.batch_size={args.batch_size}",
         f"train.steps={args.steps}", f"train.lr={args.lr}", f"train.warmup_steps={args.warmup}",
         f"train.log_every={args.window}", f"train.checkpoint_every={args.val_every}",
-        f"train.val_every={args.val_every}", f"val.root={args.eval_data}", *args.overrides])
+        f"train.val_every={args.val_every}", f"val.root={args.val_data}", *args.overrides])
+    if args.val_data.resolve() == args.eval_data.resolve():
+        parser.error("--val-data must differ from --eval-data: a checkpoint chosen on its evaluation data is no result")
     before = homography_scores(args.eval_data)
     final = Trainer(conf).train()
     after = homography_scores(args.eval_data, str(final))
@@ -114,6 +119,7 @@ def main(argv=None):
     result = {
         "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "size": args.size,
         "overrides": args.overrides, "train_images": str(args.train_images), "held_out": str(args.eval_data),
+        "validation_data": str(args.val_data),
         "validation": {key: {"before": window_mean(rows, f"val/{key}", True), "after": window_mean(rows, f"val/{key}", False)}
                        for key in ("nn_accuracy", "mma@3")},
         "homography": {"official": before, "final": after},

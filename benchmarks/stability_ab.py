@@ -94,8 +94,10 @@ def time_training(num_images: int, size, out: Path, threads: int) -> None:
     wall = time.perf_counter() - start
     training = torch.load(out / "stability.pt", weights_only=False)["training"]
     print(f"\n{num_images}-image map at {size[0]}x{size[1]}, {threads} threads: `fusion.train --stage stability` took "
-          f"{wall:.1f} s wall (training itself {training['seconds']:.1f} s); held-out accuracy "
-          + " / ".join(f"{v:.2f}" for v in training["val_accuracy"].values()))
+          f"{wall:.1f} s wall (training itself {training['seconds']:.1f} s); held-out points: class accuracy "
+          + " / ".join(f"{v:.2f}" for v in training["val"]["class_accuracy"].values() if v is not None)
+          + f"; AUC of 'triangulated': head {training['triangulated_auc']['head']}, "
+            f"XFeat's score {training['triangulated_auc']['xfeat_score']}")
 
 
 def main(argv=None):
@@ -122,7 +124,8 @@ def main(argv=None):
             learned = pipeline.run_learning_stability(scene, out, max_keypoints=keypoints, **options)
             first = learned["map"]
             payload = torch.load(learned["stability_checkpoint"], weights_only=False)["training"]
-            accuracy[f"{dataset}@{keypoints}"] = payload["val_accuracy"]
+            accuracy[f"{dataset}@{keypoints}"] = {**payload["val"]["class_accuracy"],
+                                                  **{f"auc_{k}": v for k, v in payload["triangulated_auc"].items()}}
             variants = {"xfeat": first["results"], "fused (db + queries)": learned["results"],
                         "fused (queries only)": queries_only(scene, first, learned["stability_checkpoint"], keypoints,
                                                              out, options)}
@@ -139,7 +142,7 @@ def main(argv=None):
         print(f"| {r['dataset']} | {r['keypoints']} | {r['variant']} | {r['queries']} | {r['count']} | "
               f"{r['inliers']:.0f} | {100 * r['recall@0.05m,0.5deg']:.0f}% | {100 * r['recall@0.25m,2deg']:.0f}% | "
               f"{r['median_position_error_m']:.4f} | {r['median_rotation_error_deg']:.3f} |")
-    print("\nheld-out per-class accuracy of the learned head (unstable / short-term / stable):")
+    print("\nlearned head on held-out points: class accuracy (unstable / short-term / stable), AUC (head, XFeat):")
     for key, value in accuracy.items():
         print(f"  {key}: " + " / ".join(f"{v:.2f}" if v is not None else "-" for v in value.values()))
 

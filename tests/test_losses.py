@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fusion.training.config import load_config
 from fusion.training.losses import TERMS
 from fusion.training.losses.descriptor import dual_softmax_nll, match_confidence
 from fusion.training.losses.distill import (
@@ -19,7 +20,6 @@ from fusion.training.losses.geometric import epipolar_distance, warp_consistency
 from fusion.training.losses.infonce import infonce_hard_negatives
 from fusion.training.losses.keypoint import (
     keypoint_loss,
-    scale_keypoint_mass,
     teacher_cell_targets,
 )
 from fusion.training.losses.reliability import reliability_loss
@@ -27,10 +27,10 @@ from fusion.training.losses.semantic import (
     PrototypeBank,
     pseudo_labels,
     stability_cross_entropy,
-    stability_weights_of,
     top_scoring_cells,
 )
 from fusion.training.losses.weighting import LossWeighting
+from fusion.training.trainer import PROJECT_CONFIGS, active_terms
 
 
 @pytest.fixture
@@ -85,20 +85,6 @@ def test_keypoint_targets_are_the_teachers_distribution_and_stability_scales_the
     assert student.grad.abs().max() < 1e-7  # a student equal to its teacher is left alone
     assert keypoint_loss(torch.zeros(1, 65, 2, 2), targets) > keypoint_loss(teacher, targets)
 
-    labels = torch.tensor([[[0, 1], [2, -1]]])  # unstable, short-term, stable, unlabelled
-    scaled = scale_keypoint_mass(targets, stability_weights_of(labels))
-    keypoint_mass, plain_mass = scaled[:, :64].sum(1), targets[:, :64].sum(1)
-    assert torch.allclose(keypoint_mass, plain_mass * torch.tensor([[0.1, 0.5], [1.0, 1.0]]))
-    assert torch.allclose(scaled.sum(1), torch.ones(1, 2, 2))
-    # Trained on the scaled target, the detector's heatmap in the unstable cell drops to a tenth.
-    logits = torch.zeros(1, 65, 2, 2, requires_grad=True)
-    optimizer = torch.optim.Adam([logits], lr=0.1)
-    for _ in range(500):
-        optimizer.zero_grad()
-        keypoint_loss(logits, scaled).backward()
-        optimizer.step()
-    learned = logits.softmax(1)[:, :64].sum(1)
-    assert torch.allclose(learned / plain_mass, torch.tensor([[0.1, 0.5], [1.0, 1.0]]), atol=0.02)
 
 
 def test_fine_offset_labels_round_to_the_nearest_decoded_bin():
@@ -139,7 +125,6 @@ def test_stability_terms():
     teacher = torch.tensor([[[[5.0, 0.0, 0.0]], [[0.0, 0.8, 0.0]], [[0.0, 0.0, 0.0]]]])  # (1, 3, 1, 3)
     pseudo, weights = pseudo_labels(teacher, high=0.8, low=0.45, mid_weight=0.5)
     assert pseudo.tolist() == [[[0, 1, -1]]] and weights.tolist() == [[[1.0, 0.5, 0.0]]]
-    assert stability_weights_of(torch.tensor([0, 1, 2, -1])).tolist() == pytest.approx([0.1, 0.5, 1.0, 1.0])
 
 
 def test_prototype_bank_and_margin():
@@ -169,14 +154,12 @@ def test_prototypes_are_shaped_on_the_top_scoring_labelled_cells():
     assert top_scoring_cells(student, labels, 2).tolist() == [1, 0]
 
 
-def test_stability_weights_the_detection_target_not_its_normalisation():
-    """Unstable cells' keypoints are pushed down, not merely counted less (SFD2, not a weighted mean)."""
-    targets = teacher_cell_targets(torch.randn(1, 65, 1, 2) * 3)
-    stable = {"keypoint_logits": targets.log()}
-    labels = torch.tensor([[[0, 0]]])
-    loss_of = TERMS["stability_detection"].compute
-    teacher_again = loss_of({}, student=stable, keypoint_targets=targets, stability_labels=(labels, None))
-    assert teacher_again > keypoint_loss(targets.log(), targets) + 0.1  # copying the teacher is wrong here
+def test_stability_weight_is_applied_once_at_inference_not_in_the_detection_target():
+    """SFD2 weights the heatmap at inference; a stage that also scaled the target would square the weight."""
+    semantic = load_config(PROJECT_CONFIGS / "semantic.yaml")
+    assert semantic["losses"]["weights"]["keypoint"] > 0 and "stability_detection" not in TERMS
+    for name in active_terms(semantic):
+        assert "stability_labels" not in TERMS[name].inputs or not TERMS[name].detector
 
 
 def test_geometric_consistency():

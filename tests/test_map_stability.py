@@ -50,19 +50,22 @@ def test_track_lengths_give_the_stability_classes():
         map_stability.keypoint_classes(short, short.find_image_with_name("a.jpg"), 5, "f.h5")
 
 
-def test_the_head_learns_separable_classes_and_reports_held_out_accuracy():
-    generator = torch.Generator().manual_seed(0)
-    centres = torch.randn(3, 64, generator=generator)
-    labels = torch.randint(0, 3, (3000,), generator=generator)
-    labels[:2400] = STABLE  # imbalanced, as maps are: the class weights must keep the rare classes
-    cells = torch.nn.functional.normalize(centres[labels] + 0.3 * torch.randn(3000, 64, generator=generator), dim=1)
-    fused = map_stability.FusedXFeat()
-    fused.requires_grad_(False)
-    fused.stability_head.requires_grad_(True)
-    map_stability.train_head(fused, cells, labels, {**map_stability.default_conf, "steps": 150, "batch_cells": 1024})
-    with torch.no_grad():
-        accuracy = map_stability.per_class_accuracy(fused.stability_head(cells[:, :, None, None])[:, :, 0, 0], labels)
-    assert min(accuracy.values()) > 0.95
+def test_validation_holds_out_whole_3d_points_in_every_image_that_sees_them():
+    keypoints = np.array([[3.0 + 8 * i, 3.0] for i in range(8)])
+    model = map_with_tracks(keypoints, [(i, "abc") for i in range(6)])  # keypoints 6, 7: never triangulated
+    held = {name: map_stability.held_out_keypoints(model, model.find_image_with_name(f"{name}.jpg"), 0.5)
+            for name in "abc"}
+    assert np.array_equal(held["a"][:6], held["b"][:6]) and np.array_equal(held["a"][:6], held["c"][:6])
+    assert 0 < held["a"][:6].sum() < 6  # some points on each side
+
+
+def test_auc_of_a_perfect_a_useless_and_a_tied_predictor():
+    positive = np.array([True, True, False, False])
+    assert map_stability.auc(np.array([0.9, 0.8, 0.2, 0.1]), positive) == 1.0
+    assert map_stability.auc(np.array([0.1, 0.2, 0.8, 0.9]), positive) == 0.0
+    assert map_stability.auc(np.array([0.5, 0.5, 0.5, 0.5]), positive) == 0.5
+    assert map_stability.auc(np.array([0.9, 0.3, 0.5, 0.1]), positive) == 0.75
+    assert map_stability.auc(np.ones(2), np.array([True, True])) is None
 
 
 def test_learn_stability_on_the_demo_writes_a_trained_checkpoint_and_localizes(small_demo, tmp_path):
@@ -73,7 +76,8 @@ def test_learn_stability_on_the_demo_writes_a_trained_checkpoint_and_localizes(s
     checkpoint = load_checkpoint(out["stability_checkpoint"])
     assert bool(checkpoint.stability_trained)
     payload = torch.load(out["stability_checkpoint"], weights_only=False)
-    assert set(payload["training"]["val_accuracy"]) == {"unstable", "short_term", "stable"}
+    assert set(payload["training"]["val"]["class_accuracy"]) == {"unstable", "short_term", "stable"}
+    assert set(payload["training"]["triangulated_auc"]) == {"head", "xfeat_score"}
     assert out["map"]["features"] != out["features"] and out["map"]["sfm"] != out["sfm"]  # two passes, two files
     assert out["report"]["day"]["recall@0.25m,2deg"] == 1.0
     # each pass has its own report; the second compares them, query by query

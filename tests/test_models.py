@@ -74,10 +74,25 @@ def test_adapter_rejects_unknown_type():
         FusionAdapter({"type": "mlp"})
 
 
-def test_stability_weight_is_the_predicted_classes_sfd2_value():
-    logits = torch.tensor([[[[3.0, 0.0, 0.2, 0.0]], [[0.0, 2.0, 0.0, 0.5]], [[0.0, 0.0, 0.1, 0.4]]]])  # (1, 3, 1, 4)
-    assert stability_weight(logits)[0, 0, 0].tolist() == pytest.approx([0.1, 0.5, 0.1, 0.5])
-    assert StabilityHead(64)(torch.randn(1, 64, 4, 4)).shape == (1, 3, 4, 4)
+def test_stability_weight_is_the_expected_sfd2_value_not_the_argmax_class():
+    # (1, 3, 1, 3): confidently unstable, confidently stable, and near chance with "unstable" on top
+    logits = torch.tensor([[[[20.0, 0.0, 0.1]], [[0.0, 0.0, 0.0]], [[0.0, 20.0, 0.0]]]])
+    expected_at_chance = float((torch.tensor([0.1, 0.0, 0.0]).softmax(0) * torch.tensor([0.1, 0.5, 1.0])).sum())
+    assert stability_weight(logits)[0, 0, 0].tolist() == pytest.approx([0.1, 1.0, expected_at_chance], abs=1e-6)
+    assert expected_at_chance == pytest.approx(0.52, abs=0.01)  # the argmax class would have cut it to 0.1
+
+
+def test_stability_head_reads_the_descriptor_map_and_the_context_maps():
+    maps = {"dense_descriptors": torch.randn(1, 64, 8, 12), "colour_1_8": torch.rand(1, 3, 8, 12),
+            "map_1_16": torch.randn(1, 64, 4, 6), "map_1_32": torch.randn(1, 64, 2, 3)}
+    head = StabilityHead().eval()
+    assert head(maps).shape == (1, 3, 8, 12)
+    changed = {**maps, "map_1_32": torch.randn(1, 64, 2, 3)}
+    assert not torch.allclose(head(maps), head(changed))  # the 1/32 context reaches every cell
+    local = StabilityHead({"context": False}).eval()
+    assert torch.equal(local(maps), local(changed))
+    recoloured = {**maps, "colour_1_8": torch.rand(1, 3, 8, 12)}
+    assert not torch.allclose(head(maps), head(recoloured))  # the cells' colour, which XFeat does not see
 
 
 def test_training_model_keeps_pretrained_batchnorm_statistics():

@@ -200,6 +200,19 @@ def test_teacher_stages_train_with_a_teacher(tmp_path, train_images, labelled_im
         assert all(trainer.weighting.initial_losses > 0)
 
 
+def test_semantic_stage_learns_stability_from_the_camvid_teacher_without_an_sfd2_teacher(tmp_path, train_images):
+    conf = tiny_config(tmp_path, train_images, "semantic", steps=2,
+                       **{"losses.weights.structural": 0, "losses.weights.descriptor_distill": 0})
+    trainer = Trainer(conf)
+    assert trainer.teacher is None and {"stability", "prototype"} <= set(trainer.terms)
+    batch = next(iter(torch.utils.data.DataLoader(trainer.dataset, batch_size=2)))
+    step = StepInputs(trainer, batch, trainer.terms)
+    labels, weights = step["stability_labels"]
+    assert (labels >= 0).float().mean() > 0.3 and set(weights.unique().tolist()) <= {0.0, 0.5, 1.0}
+    final = trainer.train()
+    assert bool(torch.load(final, weights_only=False)["state_dict"]["stability_trained"])
+
+
 def test_a_term_is_one_registered_function_and_its_requirements_come_from_its_inputs(tmp_path, train_images,
                                                                                       monkeypatch):
     from fusion.training.losses import TERMS, register_term
@@ -218,8 +231,11 @@ def test_a_term_is_one_registered_function_and_its_requirements_come_from_its_in
     assert 0 < losses["mean_reliability"].item() < 1
 
     conf["losses"]["weights"] = {"mean_reliability": 1.0, "stability": 1.0}  # labels: data or a teacher
+    conf["teacher"]["stability"] = "sfd2"
     with pytest.raises(ValueError, match="uses stability, which need an SFD2 teacher"):
         Trainer(conf)
+    conf["teacher"]["stability"] = "camvid"  # the default: the packaged CamVid head teaches
+    assert Trainer(conf).stability_teacher is not None
     conf["losses"]["weights"] = {"no_such_term": 1.0}
     with pytest.raises(ValueError, match="losses.weights.no_such_term: no such loss term"):
         Trainer(conf)

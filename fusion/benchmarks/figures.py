@@ -20,16 +20,18 @@ def overlay(ax, image, values, cmap, norm, alpha):
     return plt.cm.ScalarMappable(norm=norm, cmap=cmap)
 
 
-def plot_keypoints_heatmap(image, keypoints, cell_scores, path: Path, stability=None, title: str = "",
-                           note: str = "") -> Path:
+def plot_keypoints_heatmap(image, keypoints, cell_scores, path: Path, stability, title: str = "",
+                           true_classes=None) -> Path:
     """The photo in its colours with its keypoints; the keypoint score of each 8x8 cell as a heat overlay
-    (transparent where low); the stability weight, when a fused model has one, from red (unstable) to green.
+    (transparent where low); the stability weight from red (unstable) to green.
 
     ``cell_scores`` and ``stability`` are maps over the whole image at any resolution (XFeat's: 1/8).
+    ``true_classes`` (the image's size, stability class per pixel, -1 unlabelled), when known, outlines
+    the labelled unstable (sky, trees, people) and short-term (cars) regions on the stability panel.
     """
-    panels = 3 if stability is not None else 2
+    panels = 3
     panel, gap, margin, title_space = 5.0, 1.4, 0.2, 0.4  # inches; the gap holds a colour bar and its labels
-    top_space = title_space + (0.3 if note else 0.0)
+    top_space = title_space
     height = panel * image.shape[0] / image.shape[1]
     lefts = [margin + i * (panel + gap) - (gap - 0.3) * (i > 0) for i in range(panels)]  # no bar after the photo
     fig = plt.figure(figsize=(lefts[-1] + panel + gap, height + top_space + margin), dpi=120)
@@ -50,16 +52,21 @@ def plot_keypoints_heatmap(image, keypoints, cell_scores, path: Path, stability=
     heat = overlay(axes[1], image, cell_scores, "inferno", norm, 0.85 * norm(cell_scores) ** 0.8)
     fig.colorbar(heat, cax=bars[0]).set_label("best keypoint score in the cell", fontsize=8)
     axes[1].set_title("keypoint heat: max heatmap x reliability per 8x8 cell", fontsize=9)
-    if stability is not None:
-        shown = overlay(axes[2], image, stability, "RdYlGn", Normalize(STABILITY_WEIGHTS[0], STABILITY_WEIGHTS[-1]),
-                        0.55)
-        bar = fig.colorbar(shown, cax=bars[1], ticks=STABILITY_WEIGHTS)
-        bar.ax.set_yticklabels([f"{w:g} {c.replace('_', '-')}" for w, c in zip(STABILITY_WEIGHTS, STABILITY_CLASSES)],
-                               fontsize=7)
-        bar.set_label("stability weight of keypoint scores", fontsize=8)
-        axes[2].set_title("stability: SFD2 weight of each cell's predicted class", fontsize=9)
-    if note:
-        fig.suptitle(note, fontsize=8, y=1 - 0.1 / size[1], va="top")
+    shown = overlay(axes[2], image, stability, "RdYlGn", Normalize(STABILITY_WEIGHTS[0], STABILITY_WEIGHTS[-1]), 0.55)
+    bar = fig.colorbar(shown, cax=bars[1], ticks=STABILITY_WEIGHTS)
+    bar.ax.set_yticklabels([f"{w:g} {c.replace('_', '-')}" for w, c in zip(STABILITY_WEIGHTS, STABILITY_CLASSES)],
+                           fontsize=7)
+    bar.set_label("stability weight of keypoint scores", fontsize=8)
+    if true_classes is not None:
+        for stability_class, colour in ((0, "blue"), (1, "magenta")):
+            mask = (true_classes == stability_class).astype(float)
+            if mask.any():
+                axes[2].contour(mask, levels=[0.5], colors=colour, linewidths=0.8)
+        axes[2].plot([], [], color="blue", label="labelled sky, trees, people")
+        axes[2].plot([], [], color="magenta", label="labelled cars")
+        axes[2].legend(loc="lower right", fontsize=7, framealpha=0.85)
+    axes[2].set_title("stability: expected SFD2 weight of each cell (sky, trees, people: red; cars: yellow)",
+                      fontsize=9)
     return save_figure(fig, path, tight=False)
 
 

@@ -43,10 +43,12 @@ def read_log(path: Path) -> List[Dict]:
 DEFAULT_COLUMNS = {
     "homography": ("pairs", "mma@1", "mma@3", "mma@5", "h_acc@1px", "h_acc@3px", "h_acc@5px", "num_matches"),
     "wxbs": ("pairs", "maa", "pck@5", "pck@10", "pck@20", "all_but_thermal/maa", "WLABS/maa", "num_matches"),
+    "stability": ("frames", "mean_class_accuracy", "pixel_accuracy", "class_accuracy/unstable",
+                  "class_accuracy/short_term", "class_accuracy/stable"),
     "relpose": ("pairs", "auc@5", "auc@10", "auc@20", "median_error_deg", "num_matches"),
     "efficiency": ("extractor", "size", "params", "ms", "peak_rss_mib", "extraction_mib"),
 }
-CONFIG_COLUMNS = ("feature", "matcher", "max_keypoints", "checkpoint", "data", "pairs")
+CONFIG_COLUMNS = ("feature", "matcher", "max_keypoints", "checkpoint", "data", "split", "pairs")
 OTHER_DEFAULT_COUNT = 8  # result columns shown by default for a benchmark without a default list
 
 

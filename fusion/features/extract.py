@@ -242,7 +242,8 @@ def parse_args(argv=None):
     parser.add_argument("--images", type=Path, required=True, help="image folder")
     parser.add_argument("--output", type=Path, required=True, help="features .h5 to write")
     parser.add_argument("--image-list", type=Path, help="only these images (names relative to --images)")
-    parser.add_argument("--checkpoint", type=Path, help="fused checkpoint (fused_xfeat)")
+    parser.add_argument("--checkpoint", type=Path, help="fused checkpoint (fused_xfeat: default the packaged CamVid "
+                        "head, licence CC BY-NC 4.0; xfeat: a trained backbone without its stability head)")
     parser.add_argument("--max-keypoints", type=int)
     parser.add_argument("--resize-max", type=int)
     parser.add_argument("--full-precision", action="store_true", help="store descriptors as float32")

@@ -4,7 +4,6 @@ Same interface as an hloc extractor: ``model({'image': (1, C, H, W) in [0, 1]})`
 keypoints (1, N, 2) in the input's pixels, scores (1, N) and descriptors (1, D, N).
 """
 
-import functools
 import logging
 from pathlib import Path
 from typing import Dict, List
@@ -13,27 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused import load_checkpoint
+from .fused import load_checkpoint, packaged_checkpoint
 from .xfeat import detect_dense, detect_sparse, load_xfeat_backbone, official_weights, resize_to_multiple_of_32
 
 logger = logging.getLogger("fusion")
 MODES = ("sparse", "semidense")
 
 
-@functools.lru_cache(maxsize=None)
-def announce_backbone_only() -> None:
-    logger.warning(
-        "fused_xfeat: no fused checkpoint given (model.checkpoint); running the XFeat backbone "
-        "alone with the official weights, without stability weighting."
-    )
-
-
 class FusionExtractor(nn.Module):
     default_conf = {
         "name": "fusion_xfeat",
         "mode": "sparse",  # 'sparse' (XFeat) or 'semidense' (XFeat*)
-        "checkpoint": None,  # a fused checkpoint; None: official XFeat weights
-        "fused": False,  # announce when a fused model runs without its checkpoint
+        "checkpoint": None,  # a fused checkpoint; None: official XFeat weights (+ the packaged head when fused)
+        "fused": False,  # stability-weighted detection (fused_xfeat): needs a trained stability head
         "max_keypoints": 4096,
         "detection_threshold": 0.05,
         "nms_kernel": 5,
@@ -42,9 +33,15 @@ class FusionExtractor(nn.Module):
     }
 
     @classmethod
+    def checkpoint_of(cls, conf: dict):
+        """The fused checkpoint a conf runs: its own, else the packaged CamVid head when fused, else None."""
+        conf = {**cls.default_conf, **conf}
+        return Path(conf["checkpoint"]) if conf["checkpoint"] else packaged_checkpoint() if conf["fused"] else None
+
+    @classmethod
     def weight_files(cls, conf: dict) -> List[Path]:
-        checkpoint = {**cls.default_conf, **conf}["checkpoint"]
-        return [Path(checkpoint)] if checkpoint else [official_weights()]
+        checkpoint = cls.checkpoint_of(conf)
+        return [official_weights(), checkpoint] if checkpoint else [official_weights()]
 
     @classmethod
     def output_spec(cls, conf: dict) -> dict:
@@ -55,17 +52,18 @@ class FusionExtractor(nn.Module):
         self.conf = conf = {**self.default_conf, **(conf or {})}
         if conf["mode"] not in MODES:
             raise ValueError(f"extractor mode {conf['mode']!r} is not one of {MODES}")
-        if conf["checkpoint"]:
-            self.fused = load_checkpoint(conf["checkpoint"])
+        checkpoint = self.checkpoint_of(conf)
+        if checkpoint:
+            self.fused = load_checkpoint(checkpoint)
             self.backbone = self.fused.backbone
         else:
-            if conf["fused"]:
-                announce_backbone_only()
             self.fused = None
             self.backbone = load_xfeat_backbone()
-        # Detection is weighted by stability with a fused checkpoint whose head is trained; a Python
-        # bool read once, since torch.export cannot branch on a tensor's value.
-        self.stability_weighted = self.fused is not None and bool(self.fused.stability_trained)
+        # A Python bool read once, since torch.export cannot branch on a tensor's value.
+        self.stability_weighted = conf["fused"] and self.fused is not None
+        if self.stability_weighted and not bool(self.fused.stability_trained):
+            raise ValueError(f"{checkpoint}: its stability head is untrained, so it is no fused model; extract with "
+                             "--conf xfeat --checkpoint (its backbone alone) or train the head (--stage camvid)")
         self.eval()
 
     @property

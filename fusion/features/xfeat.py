@@ -24,7 +24,7 @@ def official_weights(name: str = "xfeat.pt") -> Path:
 
 
 class XFeatBackbone(XFeatModel):
-    """XFeat network whose ``forward_maps`` also exposes the 1/4, 1/8, 1/16 and 1/32 maps."""
+    """XFeat network whose ``forward_maps`` also exposes the 1/4, 1/8, 1/16 and 1/32 maps and the cells' colour."""
 
     def forward_maps(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -47,6 +47,8 @@ class XFeatBackbone(XFeatModel):
             "map_1_16": x4,
             "map_1_32": x5,
             "dense_descriptors": descriptors,
+            # mean colour of each 1/8 cell: the network sees grey levels, the stability head may use colour
+            "colour_1_8": F.avg_pool2d(image[:, :3] if image.shape[1] >= 3 else image.expand(-1, 3, -1, -1), 8),
             "reliability": self.heatmap_head(descriptors),
             "keypoint_logits": self.keypoint_head(self._unfold2d(x, ws=8)),
         }

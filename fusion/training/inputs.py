@@ -221,23 +221,30 @@ def has_stability_labels(conf: dict) -> bool:
     return bool(conf["data"]["mix"].get("synthetic", 0) > 0 and conf["data"]["synthetic"].get("labels"))
 
 
-def stability_label_needs(conf: dict) -> Tuple[str, ...]:
-    return ("teacher",) if conf["teacher"]["checkpoint"] or not has_stability_labels(conf) else ()
+def uses_sfd2_stability(conf: dict) -> bool:
+    return conf["teacher"]["stability"] == "sfd2"
 
 
-@provides("stability_labels", needs=stability_label_needs)
+@provides("stability_teacher", needs=lambda conf: ("teacher",) if uses_sfd2_stability(conf) else ("images",))
+def stability_teacher(step: StepInputs) -> torch.Tensor:
+    """The stability teacher's logits (2B, 3, h, w): the SFD2 teacher's, or a fused model's trained head
+    (default: the packaged CamVid head), for images without labels."""
+    if uses_sfd2_stability(step.conf):
+        return step["teacher"]["stability_logits"]
+    with torch.no_grad(), step.trainer.autocast():
+        return step.trainer.stability_teacher(step["images"])["stability_logits"].float()
+
+
+@provides("stability_labels", needs=("stability_teacher",))
 def stability_labels(step: StepInputs) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Labels (2B, h, w) and per-cell weights: ADE20K maps where given, else the teacher's pseudo labels."""
+    """Labels (2B, h, w) and per-cell weights: ADE20K maps where given, else the stability teacher's
+    confident predictions (dual thresholds: confident cells weigh 1, less confident ones ``mid_weight``)."""
     labels = torch.cat([step.batch["labels0"], step.batch["labels1"]]).to(step.device)
     weights = (labels >= 0).float()
-    if "teacher" in step.wanted and "stability_logits" in step["teacher"]:
-        logits = F.interpolate(step["teacher"]["stability_logits"], labels.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        pseudo, pseudo_weights = pseudo_labels(logits, **step.conf["data"]["pseudo_labels"])
-        missing = labels < 0
-        labels = torch.where(missing, pseudo, labels)
-        weights = torch.where(missing, pseudo_weights, weights)
-    return labels, weights
+    logits = F.interpolate(step["stability_teacher"], labels.shape[-2:], mode="bilinear", align_corners=False)
+    pseudo, pseudo_weights = pseudo_labels(logits, **step.conf["data"]["pseudo_labels"])
+    missing = labels < 0
+    return torch.where(missing, pseudo, labels), torch.where(missing, pseudo_weights, weights)
 
 
 @provides("student", needs=("images",))

@@ -3,11 +3,13 @@
 SFD2's stability classes stand for what a map keeps (buildings) and what it does not (vegetation,
 sky, people, cars). A reference reconstruction says it directly: a keypoint that became a 3D point
 seen in three or more images is **stable**, one seen in two is **short-term**, one detected but
-never triangulated is **unstable**; 1/8 cells without keypoints are ignored. The backbone is frozen
-(official statistics, BatchNorm in eval mode), so its 64-d descriptor maps are computed once per
-image (plus photometric variants: dimmer, night-like, other contrast, which the labels do not
-change) and only the small head is trained, class-balanced, on the cells. A share of the images is
-held out and the per-class accuracy on them is reported and stored in the checkpoint.
+never triangulated is **unstable**; 1/8 cells without keypoints are ignored. The head is trained alone
+on the frozen backbone's maps (``fusion.training.stability_head``; photometric variants: dimmer,
+night-like, other contrast, which the labels do not change). Validation holds out a share of the 3D
+points (and of the untriangulated keypoints), in every image that sees them: labels belong to points,
+so no point is in both sets. On the held-out cells it reports the per-class accuracy and the AUC of
+the head and of XFeat's own heatmap x reliability as predictors of "was triangulated" (the free
+baseline a learned head has to beat).
 
     python -m fusion.train --stage stability --reference MODEL --features FEATS.h5 --images DIR [--output CKPT]
 """
@@ -29,22 +31,22 @@ from ..features.fused import FusedXFeat, load_checkpoint, save_checkpoint
 from ..features.h5 import FeatureReader
 from ..features.provenance import fingerprint, input_fingerprint, make_recipe, read_recipe
 from ..features.stability import STABILITY_CLASSES
-from ..features.xfeat import resize_to_multiple_of_32
+from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
+from . import stability_head
 from .data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
+from .stability_head import Sample, head_inputs, photometric_variant, selection_score, train_head
 
 logger = logging.getLogger("fusion")
 
 default_conf = {
-    "val_share": 0.2,  # images held out for validation (at least one when there are two or more)
-    # Images the head learns from, a fixed spread-out sample of larger maps: the head is two 1x1
-    # convolutions, and the cells' descriptors (about 3 MB per 1024-px image) stay in memory for training.
+    **stability_head.default_conf,
+    "epochs": 20,
+    "batch_images": 4,
+    "val_share": 0.2,  # of the 3D points (and untriangulated keypoints), held out for validation
+    # Images the head learns from, a fixed spread-out sample of larger maps (their maps, about 2 MB
+    # per 1024-px image and variant in float16, stay in memory for training).
     "max_images": 400,
-    "steps": 400,
-    "batch_cells": 8192,
-    "lr": 2e-3,
-    "weight_decay": 1e-4,
     "variants": ("original", "dim", "night", "contrast"),
-    "seed": 0,
 }
 
 
@@ -74,23 +76,11 @@ def cell_labels(keypoints: np.ndarray, classes: np.ndarray, grid: Tuple[int, int
     return labels
 
 
-def photometric_variant(image: torch.Tensor, kind: str, rng: np.random.Generator) -> torch.Tensor:
-    """The same view under other light: the map's classes do not depend on it, the query's light does."""
-    if kind == "original":
-        return image
-    if kind == "dim":
-        return (image * rng.uniform(0.35, 0.6)).clamp(0, 1)
-    if kind == "night":
-        tint = torch.tensor([1.0, 0.8, 0.55])[:, None, None]
-        noise = torch.from_numpy(rng.normal(0, 0.02, image.shape).astype(np.float32))
-        return (image.pow(1.4) * 0.25 * tint + noise).clamp(0, 1)
-    if kind == "contrast":
-        return ((image - 0.5) * rng.uniform(0.6, 1.4) + 0.5 + rng.uniform(-0.1, 0.1)).clamp(0, 1)
-    raise ValueError(f"photometric variant {kind!r} is not one of original, dim, night, contrast")
-
-
-def held_out(name: str, share: float) -> bool:
-    return zlib.crc32(name.encode()) % 1000 < share * 1000
+def held_out_keypoints(model: pycolmap.Reconstruction, image: pycolmap.Image, share: float) -> np.ndarray:
+    """Which keypoints of an image are validation's: those of held-out 3D points (chosen by point, so
+    in every image that sees them) and a share of the untriangulated ones (chosen by image and index)."""
+    keys = [f"point{p.point3D_id}" if p.has_point3D() else f"{image.name}:{i}" for i, p in enumerate(image.points2D)]
+    return np.array([zlib.crc32(key.encode()) % 1000 < share * 1000 for key in keys], bool)
 
 
 def image_sample(model: pycolmap.Reconstruction, reader: FeatureReader, count: int) -> List[pycolmap.Image]:
@@ -102,8 +92,9 @@ def image_sample(model: pycolmap.Reconstruction, reader: FeatureReader, count: i
 
 
 def image_labels(model: pycolmap.Reconstruction, sample: List[pycolmap.Image], reader: FeatureReader,
-                 preprocessing: dict, images: Path):
-    """Per image of ``sample``, one at a time: its network input and the labels of its 1/8 cells."""
+                 preprocessing: dict, images: Path, val_share: float):
+    """Per image of ``sample``, one at a time: its network input, the labels of its 1/8 cells from the
+    training keypoints and from the held-out ones (a cell with both is validation's only)."""
     for image in sample:
         tensor, original_size = prepare_image(images / image.name, preprocessing)
         resized, _ = resize_to_multiple_of_32(tensor)
@@ -113,47 +104,45 @@ def image_labels(model: pycolmap.Reconstruction, sample: List[pycolmap.Image], r
         network = (keypoints + 0.5) * to_network - 0.5
         classes = keypoint_classes(model, image, len(keypoints), reader.path)
         grid = (resized.shape[-2] // 8, resized.shape[-1] // 8)
-        yield image.name, tensor, cell_labels(network, classes, grid)
+        val = held_out_keypoints(model, image, val_share)
+        val_labels = cell_labels(network[val], classes[val], grid)
+        train_labels = np.where(val_labels == IGNORE, cell_labels(network[~val], classes[~val], grid), IGNORE)
+        yield image.name, tensor, train_labels, val_labels
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> Optional[float]:
+    """Area under the ROC curve of ``scores`` for the ``positive`` class (ties count half); None if one class is absent."""
+    count_pos, count_neg = int(positive.sum()), int((~positive).sum())
+    if not count_pos or not count_neg:
+        return None
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)  # 1-based average ranks
+    return round(float((ranks[positive].sum() - count_pos * (count_pos + 1) / 2) / (count_pos * count_neg)), 4)
 
 
 @torch.no_grad()
-def descriptor_maps(fused: FusedXFeat, tensor: torch.Tensor) -> torch.Tensor:
-    """The frozen backbone's 64-d map (64, h, w) that the stability head reads."""
-    resized, _ = resize_to_multiple_of_32(tensor)
-    return fused.backbone.forward_maps(resized)["dense_descriptors"][0]
+def triangulation_auc(fused: FusedXFeat, val: List[Sample], detector_scores: List[torch.Tensor]) -> Dict[str, float]:
+    """AUC of the head's P(not unstable) and of XFeat's cell score (heatmap peak x reliability) as
+    predictors of "its keypoint was triangulated", over the held-out cells."""
+    head, xfeat, triangulated = [], [], []
+    for (inputs, labels), detector in zip(val, detector_scores):
+        keep = labels != IGNORE
+        probability = fused.stability_head({k: v[None].float() for k, v in inputs.items()})[0].softmax(0)
+        head.append((1 - probability[UNSTABLE])[keep])
+        xfeat.append(detector[keep])
+        triangulated.append(labels[keep] != UNSTABLE)
+    positive = torch.cat(triangulated).numpy()
+    return {"head": auc(torch.cat(head).numpy(), positive), "xfeat_score": auc(torch.cat(xfeat).numpy(), positive)}
 
 
-def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
-    predicted = logits.argmax(1)
-    return {name: round(float((predicted[labels == k] == k).float().mean()), 4) if (labels == k).any() else None
-            for k, name in enumerate(STABILITY_CLASSES)}
-
-
-def train_head(fused: FusedXFeat, features: torch.Tensor, labels: torch.Tensor, conf: dict) -> List[float]:
-    """Class-balanced cross-entropy of the stability head on (N, 64) cell descriptors; returns the losses."""
-    counts = torch.bincount(labels, minlength=len(STABILITY_CLASSES)).float()
-    weights = torch.where(counts > 0, counts.sum() / (len(STABILITY_CLASSES) * counts.clamp_min(1)), torch.zeros(3))
-    head = fused.stability_head.train()
-    optimizer = torch.optim.AdamW(head.parameters(), lr=conf["lr"], weight_decay=conf["weight_decay"])
-    generator = torch.Generator().manual_seed(conf["seed"])
-    losses = []
-    for _ in tqdm(range(conf["steps"]), desc="stability head", unit="step"):
-        pick = torch.randint(len(labels), (min(conf["batch_cells"], len(labels)),), generator=generator)
-        logits = head(features[pick][:, :, None, None])[:, :, 0, 0]
-        loss = F.cross_entropy(logits, labels[pick], weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    head.eval()
-    return losses
-
-
-def cells(maps: torch.Tensor, labels: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(N, 64) descriptors and (N,) labels of an image's labelled cells."""
-    labels = torch.from_numpy(labels)
-    keep = labels != IGNORE
-    return maps.permute(1, 2, 0)[keep], labels[keep]
+@torch.no_grad()
+def detector_cell_scores(fused: FusedXFeat, tensor: torch.Tensor) -> torch.Tensor:
+    """XFeat's own score of each 1/8 cell: its keypoint heatmap peak x reliability (h, w)."""
+    maps = fused.backbone.forward_maps(resize_to_multiple_of_32(tensor)[0])
+    return (F.max_pool2d(keypoint_heatmap(maps["keypoint_logits"]), 8) * maps["reliability"])[0, 0]
 
 
 def default_output(reference: Path, features: Path, conf: dict, base_checkpoint: Optional[Path]) -> Path:
@@ -190,33 +179,32 @@ def main(reference: Path, features: Path, images: Path, output: Optional[Path] =
         sample = image_sample(model, reader, conf["max_images"])
         if not sample:
             raise ValueError(f"{reference}: no image of the model has features in {features}")
-        val_names = {image.name for image in sample if held_out(image.name, conf["val_share"])}
-        if not val_names and len(sample) > 1:
-            val_names = {sample[-1].name}  # no image fell on the held-out side: hold one out anyway
         rng = np.random.default_rng(conf["seed"])
-        train, val, counts = [], [], np.zeros(3, np.int64)
-        for name, tensor, labels in tqdm(image_labels(model, sample, reader, preprocessing, images),
-                                         desc="map labels", unit="img", total=len(sample)):
-            counts += np.bincount(labels[labels != IGNORE], minlength=3)
-            variants = ("original",) if name in val_names else conf["variants"]
-            for kind in variants:
-                maps = descriptor_maps(fused, photometric_variant(tensor[0], kind, rng)[None])
-                (val if name in val_names else train).append(cells(maps, labels))
+        train, val, detector, counts = [], [], [], np.zeros(3, np.int64)
+        for name, tensor, train_labels, val_labels in tqdm(
+                image_labels(model, sample, reader, preprocessing, images, conf["val_share"]),
+                desc="map labels", unit="img", total=len(sample)):
+            for labels in (train_labels, val_labels):
+                counts += np.bincount(labels[labels != IGNORE], minlength=3)
+            for kind in conf["variants"]:
+                train.append((head_inputs(fused.backbone, photometric_variant(tensor[0], kind, rng)[None]),
+                              torch.from_numpy(train_labels)))
+            if (val_labels != IGNORE).any():
+                val.append((head_inputs(fused.backbone, tensor), torch.from_numpy(val_labels)))
+                detector.append(detector_cell_scores(fused, tensor))
     finally:
         reader.close()
-    losses = train_head(fused, torch.cat([c for c, _ in train]), torch.cat([label for _, label in train]), conf)
-    validation = {}
-    if val:
-        with torch.no_grad():
-            descriptors, labels = torch.cat([c for c, _ in val]), torch.cat([label for _, label in val])
-            validation = per_class_accuracy(fused.stability_head(descriptors[:, :, None, None])[:, :, 0, 0], labels)
+    history = train_head(fused.stability_head, train, val, conf)
+    validation = max(history, key=lambda row: selection_score(row["val"]))["val"] if val else {}
+    triangulated_auc = triangulation_auc(fused, val, detector) if val else {}
     fused.stability_trained.fill_(True)
     summary = {"stage": "stability", "reference": input_fingerprint(reference), "features": input_fingerprint(features),
-               "cells_per_class": dict(zip(STABILITY_CLASSES, counts.tolist())),
-               "train_images": len(sample) - len(val_names), "val_images": sorted(val_names), "val_accuracy": validation,
-               "final_loss": round(float(np.mean(losses[-20:])), 4), "seconds": round(time.perf_counter() - start, 1),
+               "cells_per_class": dict(zip(STABILITY_CLASSES, counts.tolist())), "images": len(sample),
+               "val_share_of_points": conf["val_share"], "val": validation, "triangulated_auc": triangulated_auc,
+               "final_loss": history[-1]["loss"], "seconds": round(time.perf_counter() - start, 1),
                "conf": {k: list(v) if isinstance(v, tuple) else v for k, v in conf.items()}}
     save_checkpoint(fused, output, {"training": summary})
-    logger.info(f"Stability: cells {summary['cells_per_class']}, held-out accuracy {validation}, "
-                f"{summary['seconds']} s; checkpoint {output}")
+    logger.info(f"Stability: cells {summary['cells_per_class']}, held-out points: class accuracy "
+                f"{validation.get('class_accuracy')}, AUC of 'triangulated' head {triangulated_auc.get('head')} vs "
+                f"XFeat's score {triangulated_auc.get('xfeat_score')}; {summary['seconds']} s; checkpoint {output}")
     return output

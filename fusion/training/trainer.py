@@ -1,9 +1,11 @@
 """Train the fused model: ``python -m fusion.train --stage distill --config configs/base.yaml [--pretrained PATH] [key=value ...]``.
 
 One code path for a CPU smoke run, one GPU, or many GPUs under torchrun (DistributedDataParallel).
-Stages (configs/<stage>.yaml): pretrain, distill, semantic, finetune; and ``--stage stability``,
-which needs no config: the stability head learned from a map (``fusion.training.map_stability``;
-``key=value`` overrides its ``default_conf``). The loss terms are looked up by
+Stages (configs/<stage>.yaml): pretrain, distill, semantic, finetune; and two that need no config and
+train the stability head alone: ``--stage camvid --data DIR`` (CamVid's semantic labels,
+``fusion.training.camvid_stability``; the head inherits CamVid's licence, CC BY-NC 4.0) and
+``--stage stability`` (a map's tracks, ``fusion.training.map_stability``); ``key=value`` overrides
+their ``default_conf``. The loss terms are looked up by
 name (``fusion.training.losses.TERMS``) and read shared, lazily computed step inputs
 (``fusion.training.inputs``). A run writes to outputs/<run>/: config.yaml, run.json (config hash, git
 commit), pip_freeze.txt, metrics.csv and metrics.jsonl (means over each logging window, validation
@@ -32,13 +34,13 @@ import yaml
 from tqdm import tqdm
 
 from ..features.errors import CommandParser, run_cli
-from ..features.fused import load_checkpoint, save_checkpoint
+from ..features.fused import load_checkpoint, packaged_checkpoint, save_checkpoint
 from ..features.provenance import config_hash, git_commit
 from ..features.xfeat import load_xfeat_backbone
 from .config import load_config
 from .data import build_dataset
 from .distributed import all_reduce_mean, all_reduce_sum, barrier
-from .inputs import StepInputs, inputs_of_terms, unmet_requirements
+from .inputs import StepInputs, inputs_of_terms, unmet_requirements, uses_sfd2_stability
 from .losses import TERMS
 from .losses.semantic import PrototypeBank
 from .losses.weighting import LossWeighting
@@ -168,20 +170,29 @@ class Trainer:
                                                               find_unused_parameters=True)
                     if self.world > 1 else self.model)
         self.teacher = load_teacher(conf["teacher"]["checkpoint"]).to(self.device) if "teacher" in wanted else None
+        self.stability_teacher = None
+        if "stability_teacher" in wanted and not uses_sfd2_stability(conf):
+            source = conf["teacher"]["stability"]
+            self.stability_teacher = load_checkpoint(packaged_checkpoint() if source == "camvid" else source)
+            if not bool(self.stability_teacher.stability_trained):
+                raise ValueError(f"teacher.stability={source}: its stability head is untrained, so it cannot teach")
+            self.stability_teacher.to(self.device)
         self.xfeat_teacher = None
         if "xfeat_teacher" in wanted:
             self.xfeat_teacher = load_xfeat_backbone().to(self.device).eval()
-        for frozen_model in (self.teacher, self.xfeat_teacher):
+        for frozen_model in (self.teacher, self.xfeat_teacher, self.stability_teacher):
             if frozen_model is not None:
                 frozen_model.requires_grad_(False)
         self.prototypes = PrototypeBank(3, 64, conf["losses"]["prototype"]["momentum"]).to(self.device)
         static = {n: float(conf["losses"]["weights"][n]) for n in self.terms}
         self.weighting = LossWeighting(self.terms, static, conf["losses"]["weighting"],
                                        conf["losses"]["gradnorm_alpha"]).to(self.device)
-        parameters = list(self.model.parameters())
+        groups = [{"params": list(self.model.parameters()), "base_lr": train["lr"]}]
         if conf["losses"]["weighting"] == "uncertainty":
-            parameters.append(self.weighting.log_vars)
-        self.optimizer = torch.optim.AdamW(parameters, lr=train["lr"], weight_decay=train["weight_decay"])
+            # Their own group: at the network's learning rate the log-variances would barely move in a run.
+            lr = conf["losses"]["log_var_lr"]
+            groups.append({"params": [self.weighting.log_vars], "base_lr": lr, "lr": lr, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(groups, lr=train["lr"], weight_decay=train["weight_decay"])
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.dataset = build_dataset(conf["data"], conf["seed"])
         self.validation = None
@@ -282,10 +293,10 @@ class Trainer:
 
     def set_learning_rate(self) -> float:
         train = self.conf["train"]
-        lr = train["lr"] * learning_rate_factor(self.step, train["warmup_steps"], train["steps"])
+        factor = learning_rate_factor(self.step, train["warmup_steps"], train["steps"])
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+            group["lr"] = group["base_lr"] * factor
+        return train["lr"] * factor
 
     def optimise(self, losses: Dict[str, torch.Tensor], total: torch.Tensor) -> bool:
         """One update from ``total``; False (and no update) when any rank's loss is not finite."""
@@ -430,38 +441,50 @@ def resolve_config(config: Path, stage: Optional[str], overrides) -> dict:
     return load_config(stage_file, overrides, root=config)
 
 
+def head_stage_conf(parser, stage: str, default_conf: dict, overrides) -> dict:
+    """``key=value`` overrides of a head stage's ``default_conf``, type-checked against its defaults."""
+    conf = {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key not in default_conf or not value:
+            parser.error(f"--stage {stage}: {override!r} is not key=value with a key of {', '.join(sorted(default_conf))}")
+        conf[key] = yaml.safe_load(value)
+        expected = type(default_conf[key])
+        if not (isinstance(conf[key], expected) or (expected is float and isinstance(conf[key], int))
+                or (expected is tuple and isinstance(conf[key], list))):
+            parser.error(f"--stage {stage}: {key} must be a {expected.__name__}, like {default_conf[key]!r}")
+    return conf
+
+
 def main(argv=None):
     parser = CommandParser("python -m fusion.train", __doc__)
-    parser.add_argument("--stage", choices=("pretrain", "distill", "semantic", "finetune", "stability"))
+    parser.add_argument("--stage", choices=("pretrain", "distill", "semantic", "finetune", "stability", "camvid"))
     parser.add_argument("--config", type=Path, default=Path("configs/base.yaml"))
     parser.add_argument("--pretrained", type=Path, help="fused checkpoint to start from (e.g. the previous stage's final.pt)")
-    stability = parser.add_argument_group("--stage stability: the head learned from a reference map "
-                                          "(fusion.training.map_stability)")
-    stability.add_argument("--reference", type=Path, help="the map (COLMAP model) whose track lengths are the labels")
-    stability.add_argument("--features", type=Path, help="the features (.h5) the map was built from")
-    stability.add_argument("--images", type=Path, help="the map's images")
-    stability.add_argument("--output", type=Path, help="the checkpoint to write")
+    heads = parser.add_argument_group("--stage camvid / stability: the stability head alone, on the frozen backbone")
+    heads.add_argument("--data", type=Path, help="camvid: CamVid's folder (train/, trainannot/, val/, valannot/); "
+                       "the head inherits CamVid's licence, CC BY-NC 4.0")
+    heads.add_argument("--reference", type=Path, help="stability: the map (COLMAP model) whose track lengths are the labels")
+    heads.add_argument("--features", type=Path, help="stability: the features (.h5) the map was built from")
+    heads.add_argument("--images", type=Path, help="stability: the map's images")
+    heads.add_argument("--output", type=Path, help="the checkpoint to write")
     parser.add_argument("overrides", nargs="*", help="key.sub=value")
     args = parser.parse_args(argv)
-    if args.stage == "stability":
-        missing = [f"--{name}" for name in ("reference", "features", "images") if getattr(args, name) is None]
+    if args.stage in ("stability", "camvid"):
+        needed = ("reference", "features", "images") if args.stage == "stability" else ("data",)
+        missing = [f"--{name}" for name in needed if getattr(args, name) is None]
         if missing:
-            parser.error(f"--stage stability needs {' '.join(missing)}")
-        from .map_stability import default_conf as stability_conf  # pycolmap: only this stage needs it
-        from .map_stability import main as learn_stability
-
-        conf = {}
-        for override in args.overrides:
-            key, _, value = override.partition("=")
-            if key not in stability_conf or not value:
-                parser.error(f"--stage stability: {override!r} is not key=value with a key of "
-                             f"{', '.join(sorted(stability_conf))}")
-            conf[key] = yaml.safe_load(value)
-            expected = type(stability_conf[key])
-            if not (isinstance(conf[key], expected) or (expected is float and isinstance(conf[key], int))
-                    or (expected is tuple and isinstance(conf[key], list))):
-                parser.error(f"--stage stability: {key} must be a {expected.__name__}, like {stability_conf[key]!r}")
-        path = learn_stability(args.reference, args.features, args.images, args.output, args.pretrained, conf)
+            parser.error(f"--stage {args.stage} needs {' '.join(missing)}")
+        if args.stage == "camvid":
+            from .camvid_stability import default_conf
+            from .camvid_stability import main as learn_head
+            inputs = (args.data,)
+        else:
+            from .map_stability import default_conf  # pycolmap: only this stage needs it
+            from .map_stability import main as learn_head
+            inputs = (args.reference, args.features, args.images)
+        conf = head_stage_conf(parser, args.stage, default_conf, args.overrides)
+        path = learn_head(*inputs, args.output, args.pretrained, conf)
         print(f"fused checkpoint with a trained stability head: {path}")
         return
     conf = resolve_config(args.config, args.stage, args.overrides)

@@ -52,10 +52,13 @@ def read_stability_labels(path: Path, table: np.ndarray) -> np.ndarray:
     return table[labels.astype(np.int64).clip(0, 255)]
 
 
-def cell_labels(labels: np.ndarray, cell: int = 8) -> np.ndarray:
-    """Majority class of each cell x cell block (-1 kept as ignore when it is the majority)."""
+def cell_labels(labels: np.ndarray, cell: int = 8, labelled_majority: bool = False) -> np.ndarray:
+    """Majority class of each cell x cell block; -1 (ignore) is a class of its own that can win, or, with
+    ``labelled_majority``, the majority of the labelled pixels (-1 only for a block without any)."""
     height, width = labels.shape[0] // cell, labels.shape[1] // cell
     blocks = labels[: height * cell, : width * cell].reshape(height, cell, width, cell).transpose(0, 2, 1, 3)
     blocks = blocks.reshape(height, width, -1) + 1  # -1..2 -> 0..3
     counts = np.stack([(blocks == k).sum(-1) for k in range(4)], -1)
-    return counts.argmax(-1) - 1
+    if not labelled_majority:
+        return counts.argmax(-1) - 1
+    return np.where(counts[..., 1:].sum(-1) > 0, counts[..., 1:].argmax(-1), IGNORE)

@@ -19,15 +19,6 @@ def teacher_cell_targets(teacher_logits: torch.Tensor) -> torch.Tensor:
     return teacher_logits.detach().float().softmax(1)
 
 
-def scale_keypoint_mass(targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Targets whose keypoint probability is multiplied by a per-cell weight (B, h, w) in [0, 1],
-    the rest moving to the "no keypoint" bin: SFD2's stability-scaled detection target."""
-    weights = weights[:, None].to(targets.dtype)
-    scaled = targets[:, :NO_KEYPOINT] * weights
-    dustbin = targets[:, NO_KEYPOINT:] + (targets[:, :NO_KEYPOINT] * (1 - weights)).sum(1, keepdim=True)
-    return torch.cat([scaled, dustbin], 1)
-
-
 def keypoint_loss(logits: torch.Tensor, targets: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Cross-entropy of (B, 65, h, w) logits against (B, 65, h, w) target distributions, mean over the
     cells (or over the ``valid`` (B, h, w) ones)."""

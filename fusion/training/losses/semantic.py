@@ -1,5 +1,8 @@
-"""Semantic terms: stability cross-entropy, dual-threshold pseudo labels, EMA prototypes and their margin,
-and SFD2's stability-scaled detection."""
+"""Semantic terms: stability cross-entropy, dual-threshold pseudo labels, EMA prototypes and their margin.
+
+The stability weight is applied once, at inference (``fusion.features.stability``): the detector keeps
+learning the plain keypoint target, as scaling the target too would cut an unstable cell to 0.1 x 0.1.
+"""
 
 from typing import Tuple
 
@@ -7,10 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...features.stability import STABILITY_WEIGHTS
 from ...features.xfeat import keypoint_heatmap
 from ..distributed import all_reduce_sum
-from .keypoint import keypoint_loss, scale_keypoint_mass
 from .registry import register_term
 
 IGNORE = -1
@@ -31,12 +32,6 @@ def pseudo_labels(teacher_logits: torch.Tensor, high: float = 0.8, low: float = 
                           torch.where(confidence >= low, torch.full_like(confidence, mid_weight),
                                       torch.zeros_like(confidence)))
     return torch.where(weights > 0, labels, torch.full_like(labels, IGNORE)), weights
-
-
-def stability_weights_of(labels: torch.Tensor) -> torch.Tensor:
-    """SFD2 keypoint weight of each labelled cell (0.1 / 0.5 / 1.0), 1 where unlabelled."""
-    table = torch.tensor(STABILITY_WEIGHTS, device=labels.device)
-    return torch.where(labels >= 0, table[labels.clamp_min(0)], torch.ones_like(labels, dtype=torch.float))
 
 
 class PrototypeBank(nn.Module):
@@ -110,10 +105,3 @@ def prototype_term(conf, student, descriptors, stability_labels, prototype_bank)
     flat_labels, flat_weights = labels.flatten()[chosen], weights.flatten()[chosen]
     prototype_bank.update(flat.detach(), flat_labels, flat_weights)
     return prototype_bank.margin_loss(flat, flat_labels, conf["prototype"]["margin"], flat_weights)
-
-
-@register_term("stability_detection", inputs=("student", "keypoint_targets", "stability_labels"),
-               heads=("fused.backbone.keypoint_head",), detector=True)
-def stability_detection_term(conf, student, keypoint_targets, stability_labels):
-    labels, _ = stability_labels
-    return keypoint_loss(student["keypoint_logits"], scale_keypoint_mass(keypoint_targets, stability_weights_of(labels)))

@@ -1,7 +1,11 @@
-"""Fine-tune the pretrain stage from the official XFeat weights on CPU: held-out accuracy and MMA before and after.
+"""Fine-tune a stage from the official XFeat weights on CPU: held-out accuracy, MMA and WxBS before and after.
 
-    python benchmarks/finetune_pretrain.py [--steps 300] [--batch-size 4] [--size 256] [--train-images DIR]
-        [--val-data ../shared/data/camvid/val] [--eval-data ../shared/data/oxford_affine] [--out DIR] [key=value ...]
+    python benchmarks/finetune_pretrain.py [--stage pretrain|semantic] [--steps 300] [--batch-size 4] [--size 256]
+        [--train-images DIR] [--val-data ../shared/data/camvid/val] [--eval-data ../shared/data/oxford_affine]
+        [--wxbs-data ../shared/data/wxbs_dev] [--out DIR] [key=value ...]
+
+``--stage semantic`` adds the stability and prototype terms, taught by the packaged CamVid head's
+confident predictions (dual thresholds, EMA prototypes) on the training photos, which have no labels.
 
 Training data: synthetic warps (random homography + photometric change) of the Herz-Jesu photos and
 matplotlib's sample photo. Validation, every --val-every steps: random warps of other photos
@@ -24,8 +28,8 @@ import matplotlib
 import numpy as np
 import torch
 
-from fusion.benchmarks import homography
-from fusion.benchmarks.adapters import numpy_extractor
+from fusion.benchmarks import homography, wxbs
+from fusion.benchmarks.adapters import numpy_extractor, numpy_matcher
 from fusion.localization.figures import plt, save_figure
 from fusion.training.trainer import Trainer, resolve_config
 
@@ -42,10 +46,21 @@ def training_images(folder: Path, source: Path) -> Path:
     return folder
 
 
-def homography_scores(eval_data: Path, checkpoint=None, keypoints: int = 2048) -> dict:
-    result = homography.evaluate(homography.read_sequences(eval_data),
-                                 numpy_extractor("fused_xfeat", keypoints, checkpoint))
-    return {k: result[k] for k in HOMOGRAPHY_KEYS}
+def extractor_of(checkpoint, keypoints: int):
+    """fused_xfeat for a checkpoint whose stability head is trained, else its backbone as xfeat (or the official)."""
+    fused = checkpoint is not None and bool(torch.load(checkpoint, weights_only=False)["state_dict"]["stability_trained"])
+    return numpy_extractor("fused_xfeat" if fused else "xfeat", keypoints, checkpoint)
+
+
+def held_out_scores(eval_data: Path, wxbs_data: Path, checkpoint=None, keypoints: int = 2048) -> dict:
+    """Homography scores on ``eval_data`` and, when present, WxBS mAA (MNN) on ``wxbs_data``."""
+    extractor = extractor_of(checkpoint, keypoints)
+    result = homography.evaluate(homography.read_sequences(eval_data), extractor)
+    scores = {k: result[k] for k in HOMOGRAPHY_KEYS}
+    if wxbs_data.is_dir():
+        cross = wxbs.evaluate(wxbs.read_pairs(wxbs_data), extractor, numpy_matcher("xfeat_mnn"))
+        scores.update({"wxbs_maa": cross["maa"], "wxbs_all_but_thermal_maa": cross["all_but_thermal"]["maa"]})
+    return scores
 
 
 def read_metrics(path: Path):
@@ -96,13 +111,19 @@ def main(argv=None):
     parser.add_argument("--val-data", type=Path, default=SHARED / "camvid" / "val",
                         help="photos whose random warps validate the run and choose best.pt (not --eval-data)")
     parser.add_argument("--eval-data", type=Path, default=SHARED / "oxford_affine")
+    parser.add_argument("--wxbs-data", type=Path, default=SHARED / "wxbs_dev", help="also held out, when present")
+    parser.add_argument("--stage", choices=("pretrain", "semantic"), default="pretrain",
+                        help="semantic: + stability and prototype terms, pseudo labels from the packaged CamVid head "
+                             "(teacher.stability); the SFD2 distillation terms off (no SFD2 weights here)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_finetune")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="training config key.sub=value, e.g. losses.weights.descriptor_anchor=0")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = training_images(args.out / "train_images", args.train_images)
-    conf = resolve_config(ROOT / "configs" / "base.yaml", "pretrain", [
+    stage_overrides = ["losses.weights.structural=0", "losses.weights.descriptor_distill=0"] \
+        if args.stage == "semantic" else []
+    conf = resolve_config(ROOT / "configs" / "base.yaml", args.stage, [*stage_overrides,
         f"output_root={args.out}", "run=run", "data.mix.megadepth=0", f"data.synthetic.root={images}",
         f"data.synthetic.size=[{args.size},{args.size}]", f"data.batch_size={args.batch_size}",
         f"train.steps={args.steps}", f"train.lr={args.lr}", f"train.warmup_steps={args.warmup}",
@@ -110,19 +131,19 @@ def main(argv=None):
         f"train.val_every={args.val_every}", f"val.root={args.val_data}", *args.overrides])
     if args.val_data.resolve() == args.eval_data.resolve():
         parser.error("--val-data must differ from --eval-data: a checkpoint chosen on its evaluation data is no result")
-    before = homography_scores(args.eval_data)
+    before = held_out_scores(args.eval_data, args.wxbs_data)
     final = Trainer(conf).train()
-    after = homography_scores(args.eval_data, str(final))
+    after = held_out_scores(args.eval_data, args.wxbs_data, str(final))
     rows = read_metrics(args.out / "run" / "metrics.csv")
     curves = plot_curves(rows, args.out / "curves.png", args.window)
     losses = [k for k in rows[0] if k.startswith("loss/")]
     result = {
-        "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "size": args.size,
-        "overrides": args.overrides, "train_images": str(args.train_images), "held_out": str(args.eval_data),
+        "stage": args.stage, "steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "size": args.size,
+        "overrides": args.overrides, "train_images": str(args.train_images), "eval_data": [str(args.eval_data), str(args.wxbs_data)],
         "validation_data": str(args.val_data),
         "validation": {key: {"before": window_mean(rows, f"val/{key}", True), "after": window_mean(rows, f"val/{key}", False)}
                        for key in ("nn_accuracy", "mma@3")},
-        "homography": {"official": before, "final": after},
+        "held_out": {"official": before, "final": after},
         f"loss (mean of the first / last {args.window} steps)": {
             k.removeprefix("loss/"): [window_mean(rows, k, True), window_mean(rows, k, False)] for k in losses},
         "best": torch.load(final, weights_only=False)["training"]["best"],

@@ -1,15 +1,17 @@
-"""A/B of the stability head learned from the map: plain XFeat against fused_xfeat with it.
+"""A/B of localization with plain XFeat, the stability head learned from the map, the CamVid head and both.
 
     python benchmarks/stability_ab.py [--keypoints 1024 2048 4096] [--datasets demo herzjesu]
     python benchmarks/stability_ab.py --time-map 30 [--size 1024 768]
 
 For each dataset and keypoint budget: ``xfeat`` (the map and the queries with plain XFeat), then the
 stability head learned from that map (``pipeline.run_learning_stability``) used two ways:
-``fused (db + queries)`` re-extracts the database and the queries with it and rebuilds the map;
-``fused (queries only)`` keeps the plain map and extracts only the queries with it. Reported per
-condition: mean PnP inliers, recall at (5 cm, 0.5 deg) and (0.25 m, 2 deg), median errors; plus the
-head's held-out per-class accuracy. Datasets: the demo street (6 day, 4 night queries) and
-Herz-Jesu-P8 with 0002 and 0005 held out as queries (../shared/data; skipped when absent).
+``map head (db + queries)`` re-extracts the database and the queries with it and rebuilds the map;
+``map head (queries only)`` keeps the plain map and extracts only the queries with it; ``CamVid head``
+(fused_xfeat with the packaged head, map and queries); ``CamVid head, then map`` (the map head trained
+from the CamVid head on a map built with it). Reported per condition: mean PnP inliers, recall at
+(5 cm, 0.5 deg) and (0.25 m, 2 deg), median errors; plus the map head's accuracy on held-out 3D points
+and the AUC of the head and of XFeat's own score as predictors of "triangulated". Datasets: the demo
+street (6 day, 4 night queries) and Herz-Jesu-P8 with 0002 and 0005 held out as queries (../shared/data; skipped when absent).
 
 ``--time-map N`` instead times the training command itself: a demo street with N database images
 (``--size``), its map built with plain XFeat, then the wall time of
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from fusion.features import extract, match
+from fusion.features.fused import packaged_checkpoint
 from fusion.localization import demo_scene, localize, pipeline, scenes
 from fusion.localization.poses import pose_error, read_poses
 from fusion.localization.recall import recall_stats
@@ -126,9 +129,13 @@ def main(argv=None):
             payload = torch.load(learned["stability_checkpoint"], weights_only=False)["training"]
             accuracy[f"{dataset}@{keypoints}"] = {**payload["val"]["class_accuracy"],
                                                   **{f"auc_{k}": v for k, v in payload["triangulated_auc"].items()}}
-            variants = {"xfeat": first["results"], "fused (db + queries)": learned["results"],
-                        "fused (queries only)": queries_only(scene, first, learned["stability_checkpoint"], keypoints,
-                                                             out, options)}
+            camvid = pipeline.run(scene, out, feature="fused_xfeat", max_keypoints=keypoints, **options)
+            both = pipeline.run_learning_stability(scene, out, checkpoint=packaged_checkpoint(),
+                                                   max_keypoints=keypoints, **options)
+            variants = {"xfeat": first["results"], "map head (db + queries)": learned["results"],
+                        "map head (queries only)": queries_only(scene, first, learned["stability_checkpoint"],
+                                                                keypoints, out, options),
+                        "CamVid head": camvid["results"], "CamVid head, then map": both["results"]}
             for variant, results in variants.items():
                 for group, stats in summary(scene, results).items():
                     rows.append({"dataset": dataset, "keypoints": keypoints, "variant": variant, "queries": group,

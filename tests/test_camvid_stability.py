@@ -14,6 +14,7 @@ from fusion.features.stability import StabilityHead
 from fusion.training.data.camvid import CAMVID_CLASSES, split_files, stability_cells
 from fusion.training.data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
 from fusion.training.stability_head import evaluate_head, stability_scores, train_head
+from fusion.training.trainer import main as train_main
 
 SKY, BUILDING, POLE, ROAD, TREE, CAR, PEDESTRIAN, UNLABELLED = (
     CAMVID_CLASSES.index(name) for name in ("Sky", "Building", "Pole", "Road", "Tree", "Car", "Pedestrian", "Unlabelled"))
@@ -92,3 +93,27 @@ def test_eval_stability_reproduces_the_packaged_heads_val_figures(capsys, tmp_pa
     assert result["frames"] == 101
     for key in ("mean_class_accuracy", "pixel_accuracy", "iou"):
         assert result[key] == pytest.approx(stored[key], abs=2e-3), key
+
+
+def test_the_camvid_stage_writes_a_small_head_only_checkpoint_that_eval_scores(tmp_path, photo_rgb, capsys):
+    labels = np.full(photo_rgb.shape[:2], CAMVID_CLASSES.index("Building"), np.uint8)
+    labels[: photo_rgb.shape[0] // 3] = SKY
+    labels[-photo_rgb.shape[0] // 4:, : photo_rgb.shape[1] // 3] = CAR
+    for split, names in (("train", ("a", "b")), ("val", ("c",))):
+        (tmp_path / split).mkdir()
+        (tmp_path / f"{split}annot").mkdir()
+        for name in names:
+            cv2.imwrite(str(tmp_path / split / f"{name}.jpg"), photo_rgb[:, :, ::-1])
+            cv2.imwrite(str(tmp_path / f"{split}annot" / f"{name}.png"), labels)
+    output = tmp_path / "head.pt"
+    train_main(["--stage", "camvid", "--data", str(tmp_path), "--output", str(output), "epochs=2", "batch_images=2"])
+    payload = torch.load(output, weights_only=False)
+    assert payload["head_only"] and output.stat().st_size < 500_000 and "CC BY-NC 4.0" in payload["licence"]
+    assert bool(load_checkpoint(output).stability_trained) and payload["training"]["best_epoch"] in (1, 2)
+    capsys.readouterr()
+    eval_main(["stability", "--data", str(tmp_path), "--split", "val", "--checkpoint", str(output),
+               "--log", str(tmp_path / "log.csv")])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["frames"] == 1 and result["pixel_accuracy"] == payload["training"]["val"]["pixel_accuracy"]
+    with pytest.raises(SystemExit):
+        train_main(["--stage", "camvid", "--data", str(tmp_path), "no_such_key=1"])

@@ -203,7 +203,7 @@ def main(reference: Path, features: Path, images: Path, output: Optional[Path] =
                "val_share_of_points": conf["val_share"], "val": validation, "triangulated_auc": triangulated_auc,
                "final_loss": history[-1]["loss"], "seconds": round(time.perf_counter() - start, 1),
                "conf": {k: list(v) if isinstance(v, tuple) else v for k, v in conf.items()}}
-    save_checkpoint(fused, output, {"training": summary})
+    save_checkpoint(fused, output, {"training": summary}, head_only=base_checkpoint is None)
     logger.info(f"Stability: cells {summary['cells_per_class']}, held-out points: class accuracy "
                 f"{validation.get('class_accuracy')}, AUC of 'triangulated' head {triangulated_auc.get('head')} vs "
                 f"XFeat's score {triangulated_auc.get('xfeat_score')}; {summary['seconds']} s; checkpoint {output}")

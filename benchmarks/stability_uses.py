@@ -69,7 +69,10 @@ def fundamental_by_prosac(points0, points1, order):
     if order is not None:
         params.sampler = cv2.SAMPLING_PROSAC
         points0, points1 = points0[order], points1[order]
-    fundamental, _ = cv2.findFundamentalMat(points0.astype(np.float64), points1.astype(np.float64), params)
+    try:
+        fundamental, _ = cv2.findFundamentalMat(points0.astype(np.float64), points1.astype(np.float64), params)
+    except cv2.error:  # as in wxbs.estimate_fundamental
+        return None
     return None if fundamental is None or fundamental.shape[0] < 3 else fundamental[:3]
 
 

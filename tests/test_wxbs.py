@@ -84,3 +84,12 @@ def test_xfeat_on_real_day_night_pairs(tmp_path, capsys):
     assert result["pairs"] == 18 and 0.2 < result["maa"] < 0.7
     eval_main(["table", "--log", str(log_path)])
     assert "all_but_thermal/maa" in capsys.readouterr().out
+
+
+def test_degenerate_matches_give_no_fundamental_matrix_rather_than_an_error():
+    rng = np.random.default_rng(0)
+    same = np.repeat(rng.random((1, 2)) * 100, 12, axis=0)
+    assert wxbs.estimate_fundamental(same, same + 1) is None or wxbs.estimate_fundamental(same, same + 1).shape == (3, 3)
+    line = np.stack([np.arange(12.0), np.arange(12.0)], 1)  # collinear points
+    result = wxbs.estimate_fundamental(line, line * 2)
+    assert result is None or result.shape == (3, 3)

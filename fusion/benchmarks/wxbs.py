@@ -76,8 +76,11 @@ def estimate_fundamental(points0: np.ndarray, points1: np.ndarray) -> Optional[n
     """F from matched points with MAGSAC++ (1 px, confidence 0.9999, 10,000 iterations); None when it fails."""
     if len(points0) < MIN_MATCHES:
         return None
-    fundamental, _ = cv2.findFundamentalMat(points0.astype(np.float64), points1.astype(np.float64),
-                                            cv2.USAC_MAGSAC, 1.0, 0.9999, 10000)
+    try:
+        fundamental, _ = cv2.findFundamentalMat(points0.astype(np.float64), points1.astype(np.float64),
+                                                cv2.USAC_MAGSAC, 1.0, 0.9999, 10000)
+    except cv2.error:  # OpenCV's USAC asserts on some degenerate sets instead of returning no model
+        return None
     if fundamental is None or fundamental.shape[0] < 3:
         return None
     return fundamental[:3]

@@ -66,18 +66,13 @@ def main(
     """Global descriptors of db and query images; the codebook is learned on the db images and kept
     in the output (attribute ``vlad_codebook``), so that images added later are described with the same one."""
     output = Path(output)
-    writer = H5Writer(output, ["global_descriptor"], recipe_of(features, db_names, clusters, samples_per_image),
-                      overwrite)
-    names = [n for n in dict.fromkeys([*db_names, *query_names]) if n not in writer.done]
-    if not names:
-        return output
-    stored = None
-    if output.exists():
-        with h5py.File(output, "r") as existing:
-            stored = existing.attrs.get(CODEBOOK)
-    with h5py.File(features, "r") as fd, writer:
-        if stored is not None:
-            centres = torch.from_numpy(np.asarray(stored))
+    recipe = recipe_of(features, db_names, clusters, samples_per_image)
+    with H5Writer(output, ["global_descriptor"], recipe, overwrite) as writer, h5py.File(features, "r") as fd:
+        names = [n for n in dict.fromkeys([*db_names, *query_names]) if n not in writer.done]
+        if not names:
+            return output
+        if CODEBOOK in writer.attrs:  # images added later are described with the same codebook
+            centres = torch.from_numpy(np.asarray(writer.attrs[CODEBOOK]))
         else:
             generator = torch.Generator().manual_seed(0)
             samples = []
@@ -86,7 +81,7 @@ def main(
                 samples.append(desc[torch.randperm(len(desc), generator=generator)[:samples_per_image]])
             samples = torch.cat(samples)
             centres = kmeans(samples, min(clusters, len(samples)))
-            writer.write_attrs({"/": {CODEBOOK: centres.numpy()}})
+            writer.set_attrs({CODEBOOK: centres.numpy()})
         for name in tqdm(names, desc="retrieval", unit="img"):
             writer.write(name, {"global_descriptor": vlad(read_descriptors(fd, name), centres).numpy()})
     logger.info(f"Retrieval: VLAD-{len(centres)} descriptors of {len(names)} images in {output}")

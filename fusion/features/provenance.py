@@ -239,6 +239,22 @@ def writing(path: Path, recipe: dict, folder: bool = False):
         durable(path.parent)
 
 
+def replace_file(path: Path, content) -> Path:
+    """Replace a file's content (text or bytes) by one rename, durably; under a temporary name of this
+    process's own, so that processes writing the same file at once leave one whole version of it."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    (tmp.write_bytes if isinstance(content, bytes) else tmp.write_text)(content)
+    durable(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def temporary_name(path: Path) -> Path:
+    """A name beside ``path`` for this process to write it under (the suffix kept, for writers that read it)."""
+    return path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
 def durable(target) -> None:
     """Wait until a file's content, or a folder's list of entries, is on disk (fsync): it survives a power
     loss from then on. ``target``: a path, or an open file object."""

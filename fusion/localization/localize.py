@@ -12,7 +12,6 @@ marked ``localized: false`` in the log and counts as failed in the recall table.
 import copy
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from ..features.errors import CommandParser, run_cli
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import pairs_by_query, read_pairs
-from ..features.provenance import check_reusable, input_fingerprint, make_recipe, writing
+from ..features.provenance import check_reusable, input_fingerprint, make_recipe, replace_file, writing
 from .fingerprints import model_fingerprint, queries_fingerprint
 from .poses import write_poses
 from .queries import read_query_list
@@ -209,7 +208,7 @@ def main(
     match_reader.close()
     log_text = json.dumps({"ransac_max_error": ransac_max_error, "queries": logs}, indent=1)
     with writing(results, recipe) as tmp:
-        write_text(log_path(results), log_text)
+        replace_file(log_path(results), log_text)
         write_poses(poses, tmp)
     logger.info(f"Localization: {len(query_list) - len(failures)} of {len(query_list)} queries localized by PnP; "
                 f"results in {results}")
@@ -217,13 +216,6 @@ def main(
         logger.warning(f"PnP failed (reference-image pose written instead) for {len(failures)}: "
                        f"{', '.join(failures[:10])}{' ...' if len(failures) > 10 else ''}")
     return results
-
-
-def write_text(path: Path, text: str) -> None:
-    """Replace a file's content atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def cli(argv=None):

@@ -20,7 +20,8 @@ from ..features import extract, match
 from ..features.errors import CommandParser
 from ..features.h5 import H5Writer
 from ..features.io import read_pairs, write_pairs
-from ..features.provenance import check_reusable, fingerprint, input_fingerprint, make_recipe, writing
+from ..features.locks import add_no_wait
+from ..features.provenance import check_reusable, fingerprint, input_fingerprint, make_recipe, replace_file, writing
 from . import localize, pairs, retrieval, triangulation
 from .fingerprints import model_fingerprint, names_fingerprint, queries_fingerprint
 from .poses import read_poses
@@ -224,7 +225,7 @@ def run(
         failed = {localize.result_name(n, style) for n in failed_queries(results, backend)}
         report = evaluate(read_poses(results), truth, groups, failed)
         report_path = results.with_name(results.stem.replace("results_", "recall_", 1) + ".json")
-        report_path.write_text(json.dumps(report, indent=1))
+        replace_file(report_path, json.dumps(report, indent=1))
         print(format_table(report))
         out.update(report=report, report_path=report_path)
         timer.lap("evaluate")
@@ -295,6 +296,7 @@ def pipeline_parser(description: str, outputs: str) -> CommandParser:
     parser.add_argument("--backend", choices=BACKENDS, default="builtin")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished steps")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    add_no_wait(parser)
     return parser
 
 

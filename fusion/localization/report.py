@@ -27,7 +27,7 @@ import pycolmap
 
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import pairs_by_query, read_image, read_pairs
-from ..features.provenance import config_hash, git_commit
+from ..features.provenance import config_hash, git_commit, replace_file
 from . import figures, localize
 from .poses import poses_from_model, read_poses
 from .recall import THRESHOLDS
@@ -112,11 +112,7 @@ def write_page(path: Path, title: str, sections: Sequence[Tuple[str, str]], subt
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
             f'<p class="muted">{escape(subtitle)}</p><nav>{nav}</nav>{body}</body></html>\n')
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
-    return path
+    return replace_file(path, page)
 
 
 def command_line() -> str:

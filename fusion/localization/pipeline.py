@@ -10,9 +10,8 @@ hloc's stores UNDEFINED two-view geometries, which pycolmap 4 skips (0 points).
 
 import json
 import logging
-import pickle
 from pathlib import Path
-from typing import Optional, Set
+from typing import Optional
 
 import pycolmap
 
@@ -27,7 +26,7 @@ from .fingerprints import model_fingerprint, names_fingerprint, queries_fingerpr
 from .poses import read_poses
 from .queries import write_query_list
 from .recall import evaluate, format_table
-from .report import StepTimer, localization_report, write_localization_report
+from .report import StepTimer, localization_report, read_query_logs, write_localization_report
 from .scenes import Scene
 
 logger = logging.getLogger("fusion")
@@ -96,16 +95,6 @@ def check_inputs(scene: Scene, feature_conf: dict, matcher_conf: dict, feature: 
         except ImportError:
             raise ValueError("--backend hloc needs hloc, which is not on PyPI: install it as third_party/README.md "
                              "says, or use --backend builtin") from None
-
-
-def failed_queries(results: Path, backend: str) -> Set[str]:
-    """Queries whose pose is a reference image's (PnP failed), from the localization log."""
-    if backend == "hloc":
-        with open(f"{results}_logs.pkl", "rb") as fd:
-            logs = pickle.load(fd)["loc"]
-        return {name for name, log in logs.items() if log.get("PnP_ret") is None}
-    logs = json.loads(localize.log_path(results).read_text())["queries"]
-    return {name for name, log in logs.items() if not log["localized"]}
 
 
 def run(
@@ -204,6 +193,7 @@ def run(
                 localize_sfm.main(model, query_list, loc_pairs, features, matches, tmp,
                                   ransac_thresh=ransac_max_error, covisibility_clustering=covisibility_clustering,
                                   prepend_camera_name=style == "camera")
+                localize.complete_hloc_results(tmp, scene.query_names, loc_pairs, model, style)
                 Path(f"{tmp}_logs.pkl").replace(f"{results}_logs.pkl")
     else:
         localize.main(model, scene.queries, loc_pairs, features, matches, results, ransac_max_error,
@@ -222,7 +212,7 @@ def run(
         rename = {name: localize.result_name(name, style) for name in scene.ground_truth}
         truth = {rename[n]: pose for n, pose in scene.ground_truth.items()}
         groups = {g: [rename[n] for n in names if n in rename] for g, names in scene.query_groups.items()}
-        failed = {localize.result_name(n, style) for n in failed_queries(results, backend)}
+        failed = {localize.result_name(n, style) for n, log in read_query_logs(results, model).items() if not log["localized"]}
         report = evaluate(read_poses(results), truth, groups, failed)
         report_path = results.with_name(results.stem.replace("results_", "recall_", 1) + ".json")
         replace_file(report_path, json.dumps(report, indent=1))

@@ -21,16 +21,25 @@ logger = logging.getLogger("fusion")
 CODEBOOK = "vlad_codebook"  # a root attribute: hloc reads every group as an image
 
 
-def kmeans(samples: torch.Tensor, clusters: int, iterations: int = 20, seed: int = 0) -> torch.Tensor:
-    """Spherical k-means (cosine) centres (clusters, D) of L2-normalised ``samples``."""
+def kmeans(samples: torch.Tensor, clusters: int, iterations: int = 20, seed: int = 0,
+           block: int = 1 << 16) -> torch.Tensor:
+    """Spherical k-means (cosine) centres (clusters, D) of L2-normalised ``samples``.
+
+    Each iteration assigns ``block`` samples at a time (one matrix product) and adds them to their
+    centre's sum (one scatter), so memory stays O(block x clusters) whatever the number of samples;
+    a centre left without samples keeps its place.
+    """
     generator = torch.Generator().manual_seed(seed)
     centres = samples[torch.randperm(len(samples), generator=generator)[:clusters]].clone()
     for _ in range(iterations):
-        assignment = (samples @ centres.T).argmax(1)
-        for k in range(len(centres)):
-            members = samples[assignment == k]
-            if len(members):
-                centres[k] = torch.nn.functional.normalize(members.mean(0), dim=0)
+        sums, counts = torch.zeros_like(centres), torch.zeros(len(centres), dtype=torch.long)
+        for start in range(0, len(samples), block):
+            part = samples[start:start + block]
+            assignment = (part @ centres.T).argmax(1)
+            sums.index_add_(0, assignment, part)
+            counts += torch.bincount(assignment, minlength=len(centres))
+        filled = counts > 0
+        centres[filled] = torch.nn.functional.normalize(sums[filled], dim=1)  # the direction of the mean
     return centres
 
 

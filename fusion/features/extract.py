@@ -160,7 +160,7 @@ def check_sources(writer: H5Writer, image_dir: Path, names: List[str]) -> None:
                        f"({listed(states['missing'])}); their features are kept")
     if copies:
         logger.info(f"{writer.path}: {len(copies)} image(s) have new times but the same bytes; recording their times")
-        writer.set_group_attrs(copies)
+        writer.group_attrs.update(copies)
 
 
 def sources_of(image_dir: Path, names: List[str]) -> Dict[str, Dict]:
@@ -218,7 +218,7 @@ def main(
         todo = [n for n in names if n not in writer.done]
         logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
         if shard:
-            writer.set_attrs({SHARD_ATTR: f"{shard[0]}/{shard[1]}"})
+            writer.attrs[SHARD_ATTR] = f"{shard[0]}/{shard[1]}"
         if not todo:
             return feature_path
         model = build_model(conf["model"], EXTRACTORS).to(resolve_device(device))

@@ -12,7 +12,6 @@ is refused, so results of two configurations never mix.
 
 import functools
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple
@@ -23,7 +22,7 @@ import torch
 
 from . import locks
 from .io import names_to_pair
-from .provenance import FINGERPRINT_ATTR, RECIPE_ATTR, REVISION_ATTR, check_reusable, durable, new_revision, recipe_attrs, remove
+from .provenance import REVISION_ATTR, check_reusable, new_revision, recipe_attrs, remove, rename_into_place
 
 logger = logging.getLogger("fusion")
 
@@ -94,21 +93,17 @@ def write_concatenation(path: Path, sources: List[Path], required: Iterable[str]
                         group_attrs: Optional[Dict[str, Dict]] = None) -> None:
     """Write the complete groups of ``sources`` (the first copy of each key) as the file ``path``, with root
     attributes ``attrs`` and these attributes set on its objects (``"name/dataset"``); durable, renamed into place."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w+b") as raw:
-        with h5py.File(raw, "w") as out:
-            out.attrs.update(attrs)
-            for source in sources:
-                with h5py.File(source, "r") as fd:
-                    for key in sorted(complete_keys(fd, required)):
-                        if key not in out:
-                            fd.copy(fd[key], out, name=key)
-            for name, values in (group_attrs or {}).items():
-                out[name].attrs.update(values)
-        durable(raw)
-    os.replace(tmp, path)
-    durable(path.parent)
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    with open(tmp, "w+b") as raw, h5py.File(raw, "w") as out:
+        out.attrs.update(attrs)
+        for source in sources:
+            with h5py.File(source, "r") as fd:
+                for key in sorted(complete_keys(fd, required)):
+                    if key not in out:
+                        fd.copy(fd[key], out, name=key)
+        for name, values in (group_attrs or {}).items():
+            out[name].attrs.update(values)
+    rename_into_place(tmp, path)
 
 
 class H5Writer:
@@ -122,7 +117,7 @@ class H5Writer:
 
     def __init__(self, path: Path, required: Iterable[str], recipe: dict, overwrite: bool = False,
                  hint: str = "--overwrite", chunk_seconds: float = None):
-        self.path, self.required, self.recipe = Path(path), tuple(required), recipe
+        self.path, self.required, self.stamp = Path(path), tuple(required), recipe_attrs(recipe)
         self.chunks = chunk_dir(self.path)
         self.chunk_seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
         self.lock = locks.hold(self.path)
@@ -134,18 +129,17 @@ class H5Writer:
             if overwrite or found is None or not check_reusable(found, recipe, hint):
                 remove(self.path)
                 remove(self.chunks)
-            self.attrs: dict = {}  # root attributes besides the recipe (a shard, a codebook)
+            self.attrs: dict = {}  # root attributes besides the recipe (a shard, a codebook): set them here
             self.done: Set[str] = set()
             for source in self.sources():
                 with h5py.File(source, "r") as fd:
-                    self.attrs.update({k: v for k, v in fd.attrs.items() if k not in (RECIPE_ATTR, FINGERPRINT_ATTR)})
+                    self.attrs.update({k: v for k, v in fd.attrs.items() if k not in self.stamp})
                     self.done |= complete_keys(fd, self.required)
         except BaseException:
             self.lock.__exit__(None, None, None)
             raise
         self.chunk: Optional[h5py.File] = None
-        self.group_attrs: Dict[str, Dict] = {}
-        self.written = 0
+        self.group_attrs: Dict[str, Dict] = {}  # of objects the file holds already ("name/dataset"): set when finished
         self.cut_short = False
 
     def chunk_files(self) -> List[Path]:
@@ -163,17 +157,11 @@ class H5Writer:
     def add_chunk(self, tmp: Path, group_attrs: Optional[Dict[str, Dict]] = None) -> None:
         """Make a chunk that another program wrote (at ``new_chunk()``) part of the output."""
         with h5py.File(tmp, "r+") as fd:
-            fd.attrs.update({**self.attrs, **recipe_attrs(self.recipe)})
+            fd.attrs.update({**self.attrs, **self.stamp})
             for name, values in (group_attrs or {}).items():
                 fd[name].attrs.update(values)
             self.done |= complete_keys(fd, self.required)
-        self.publish(tmp)
-
-    def publish(self, tmp: Path) -> None:
-        """A complete chunk made durable, then renamed into place."""
-        durable(tmp)
-        os.replace(tmp, tmp.with_suffix(""))
-        durable(self.chunks)
+        rename_into_place(tmp, tmp.with_suffix(""))
 
     def write(self, key: str, datasets: Dict[str, np.ndarray], attrs: Dict[str, Dict] = None) -> None:
         """Add group ``key``."""
@@ -181,6 +169,7 @@ class H5Writer:
             self.chunk_path, self.chunk_started = self.new_chunk(), time.monotonic()
             self.chunk_raw = open(self.chunk_path, "w+b")
             self.chunk = h5py.File(self.chunk_raw, "w")
+            self.chunk.attrs.update({**self.attrs, **self.stamp})
         self.cut_short = True
         group = self.chunk.create_group(key)
         for name, value in datasets.items():
@@ -189,41 +178,28 @@ class H5Writer:
             group[name].attrs.update(values)
         self.cut_short = False
         self.done.add(key)
-        self.written += 1
         if time.monotonic() - self.chunk_started >= self.chunk_seconds:
             self.seal()
 
-    def seal(self) -> None:
-        """Make the chunk being written durable and part of the output."""
-        self.chunk.attrs.update({**self.attrs, **recipe_attrs(self.recipe)})
+    def seal(self, keep: bool = True) -> None:
+        """Make the chunk being written durable and part of the output (or, not ``keep``, drop it)."""
         self.chunk.close()
         self.chunk_raw.close()
         self.chunk = None
-        self.publish(self.chunk_path)
-
-    def set_attrs(self, attrs: dict) -> None:
-        """Root attributes of the output (kept in its chunks until it is finished)."""
-        self.attrs.update(attrs)
-
-    def set_group_attrs(self, attrs: Dict[str, Dict]) -> None:
-        """Attributes of objects the file holds already (``"name/dataset"``), set when it is finished."""
-        self.group_attrs.update(attrs)
+        if keep:
+            rename_into_place(self.chunk_path, self.chunk_path.with_suffix(""))
+        else:
+            remove(self.chunk_path)
 
     def close(self) -> None:
         """Finish the file (created with its recipe if nothing was written) and release the lock."""
         try:
-            if self.chunk is not None:
-                if self.cut_short:  # a group half-written by an interrupted write: this chunk is dropped
-                    self.chunk.close()
-                    self.chunk_raw.close()
-                    remove(self.chunk_path)
-                    self.chunk = None
-                else:
-                    self.seal()
+            if self.chunk is not None:  # a group half-written by an interrupted write: its chunk is dropped
+                self.seal(keep=not self.cut_short)
             chunks = self.chunk_files()
             if chunks or self.group_attrs or not self.path.exists():
                 revision = self.attrs.get(REVISION_ATTR) if self.path.exists() else None
-                attrs = {**self.attrs, **recipe_attrs(self.recipe), REVISION_ATTR: revision or new_revision()}
+                attrs = {**self.attrs, **self.stamp, REVISION_ATTR: revision or new_revision()}
                 write_concatenation(self.path, self.sources(), self.required, attrs, self.group_attrs)
                 remove(self.chunks)
         finally:

@@ -1,11 +1,9 @@
 """One writer per output: an exclusive ``fcntl.flock`` on ``<output>.lock`` for the writer's whole run.
 
-A second writer of the same output waits, saying once who holds it (the holder writes its pid, host,
-command and start time into the lock file); with ``--no-wait`` it stops instead, with one line
-naming the holder (exit 2). Readers wait the same way before they open an output, so that they read
-it finished. They need no lock once it is open: fusion never changes a finished file in place, it
-replaces it whole (a rename), and an open file keeps the content it had. Lock files stay where they
-are: deleting one would let two processes lock two different files of the same name.
+A second writer waits, saying once who holds the lock (pid, host, command, start, which the holder
+writes into the lock file), or with ``--no-wait`` stops with one line naming it (exit 2). Readers wait
+the same way, then need no lock: a finished file is only ever replaced whole (a rename). Lock files
+stay: deleting one would let two processes lock two different files of the same name.
 """
 
 import argparse

@@ -129,7 +129,7 @@ def main(
             todo = unique_new_pairs(pair_list, writer.done)
             logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
             if shard:
-                writer.set_attrs({SHARD_ATTR: f"{shard[0]}/{shard[1]}"})
+                writer.attrs[SHARD_ATTR] = f"{shard[0]}/{shard[1]}"
             if not todo:
                 return matches
             device = resolve_device(device)

@@ -4,45 +4,28 @@
 
 The parts (``fusion.extract ... --shard I/N``, ``fusion.match ... --shard I/N``) must have been made
 the same way (same recipe), and all N of them must be given (``--partial`` merges fewer); the result
-is their concatenation, and equals what one unsharded run writes. It records the parts' fingerprints:
-merging the same parts again leaves it as it is, and any other set of parts (one made again, more
-of them) makes it again.
+is their concatenation, and equals what one unsharded run writes. Its revision is a hash of the parts'
+fingerprints: merging the same parts again leaves it as it is, and any other set of parts (one made
+again, more of them) makes it again.
 """
 
-import json
 import logging
 from pathlib import Path
-from typing import List
-
-import h5py
+from typing import Dict, List
 
 from . import locks
 from .errors import CommandParser, run_cli
 from .h5 import write_concatenation
-from .provenance import (
-    REVISION_ATTR,
-    check_reusable,
-    differences,
-    fingerprint,
-    input_fingerprint,
-    new_revision,
-    read_recipe,
-    recipe_attrs,
-)
+from .provenance import REVISION_ATTR, check_reusable, differences, fingerprint, read_recipe, recipe_attrs, root_attrs
 from .runtime import SHARD_ATTR, parse_shard
 
 logger = logging.getLogger("fusion")
 
 REQUIRED = {"features": ("keypoints", "descriptors"), "matches": ("matches0",)}
-PARTS_ATTR = "fusion_parts"  # the fingerprints of the parts a merged file concatenates
 
 
-def check_complete(parts: List[Path]) -> None:
-    """Every shard 1..N of one split among ``parts``, or an error naming the missing ones."""
-    shards = {}
-    for part in parts:
-        with h5py.File(part, "r") as fd:
-            shards[part] = fd.attrs.get(SHARD_ATTR)
+def check_complete(shards: Dict[Path, str]) -> None:
+    """Every shard 1..N of one split among the parts (part -> its ``SHARD_ATTR``), or an error naming the missing ones."""
     if not any(shards.values()):
         return  # whole files (e.g. two extractions of different images): nothing to check
     unsharded = [str(part) for part, shard in shards.items() if not shard]
@@ -63,7 +46,7 @@ def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool
     parts = [Path(part) for part in parts]
     if not parts:
         raise ValueError("give the part files to merge")
-    recipes = []
+    recipes, attrs = [], []
     for part in parts:
         if not part.is_file():
             raise FileNotFoundError(f"{part}: part file not found")
@@ -73,23 +56,21 @@ def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool
         if recipe.get("kind") not in REQUIRED:
             raise ValueError(f"{part}: a {recipe.get('kind')} file; only features and matches (--shard parts) are merged")
         recipes.append(recipe)
+        attrs.append(root_attrs(part))
     for part, recipe in zip(parts[1:], recipes[1:]):
         if fingerprint(recipe) != fingerprint(recipes[0]):
             changes = differences(recipes[0], recipe)
             raise ValueError(f"{part} was made differently from {parts[0]} ({'; '.join(changes[:3])}); "
                              "only parts of one run can be merged")
     if not partial:
-        check_complete(parts)
+        check_complete({part: found.get(SHARD_ATTR) for part, found in zip(parts, attrs)})
     output, recipe = Path(output), recipes[0]
-    parts_made = json.dumps(sorted(input_fingerprint(part) for part in parts))
+    revision = fingerprint({"parts": sorted(str(found.get(REVISION_ATTR)) for found in attrs)})  # of one recipe
     with locks.hold(output):
-        if not overwrite and check_reusable(output, recipe):
-            with h5py.File(output, "r") as fd:
-                if fd.attrs.get(PARTS_ATTR) == parts_made:
-                    logger.info(f"Merge: {output} already holds these parts")
-                    return output
-        attrs = {**recipe_attrs(recipe), REVISION_ATTR: new_revision(), PARTS_ATTR: parts_made}
-        write_concatenation(output, parts, REQUIRED[recipe["kind"]], attrs)
+        if not overwrite and check_reusable(output, recipe) and root_attrs(output).get(REVISION_ATTR) == revision:
+            logger.info(f"Merge: {output} already holds these parts")
+            return output
+        write_concatenation(output, parts, REQUIRED[recipe["kind"]], {**recipe_attrs(recipe), REVISION_ATTR: revision})
     logger.info(f"Merge: {len(parts)} parts into {output}")
     return output
 

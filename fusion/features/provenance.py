@@ -157,26 +157,20 @@ def read_recipe(path: Path) -> Optional[dict]:
     if path.is_dir():
         source = path / FOLDER_RECIPE
     elif path.suffix == ".h5":
-        if not path.is_file():
-            return None
-        try:
-            with h5py.File(path, "r") as fd:
-                text = fd.attrs.get(RECIPE_ATTR)
-        except OSError as error:
-            raise ValueError(f"{path}: not a readable HDF5 file ({error}); move it away or pass --overwrite") from error
+        text = root_attrs(path).get(RECIPE_ATTR) if path.is_file() else None
         return json.loads(text) if text is not None else None
     else:
         source = recipe_path(path)
     return json.loads(source.read_text()) if source.is_file() else None
 
 
-def write_recipe(path: Path, recipe: dict) -> None:
-    """Record ``recipe`` beside a text output (atomically); h5 files and folders keep it inside."""
-    target = recipe_path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(recipe, indent=1, sort_keys=True))
-    durable(tmp)
-    os.replace(tmp, target)
+def root_attrs(path: Path) -> dict:
+    """The root attributes of an h5 file (ValueError, one line, when it is not one)."""
+    try:
+        with h5py.File(path, "r") as fd:
+            return dict(fd.attrs)
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable HDF5 file ({error}); move it away or pass --overwrite") from error
 
 
 def recipe_attrs(recipe: dict) -> dict:
@@ -196,12 +190,8 @@ def input_fingerprint(path: Path) -> str:
     path = Path(path)
     recipe = read_recipe(path)
     if recipe is not None:
-        if path.suffix == ".h5":
-            with h5py.File(path, "r") as fd:
-                revision = fd.attrs.get(REVISION_ATTR)
-            if revision is not None:
-                return f"{fingerprint(recipe)}.{revision}"
-        return fingerprint(recipe)
+        revision = root_attrs(path).get(REVISION_ATTR) if path.suffix == ".h5" else None
+        return fingerprint(recipe) + (f".{revision}" if revision is not None else "")
     if path.is_dir():
         digest = hashlib.sha256()
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -228,26 +218,31 @@ def writing(path: Path, recipe: dict, folder: bool = False):
         else:
             tmp.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        text = json.dumps(recipe, indent=1, sort_keys=True)
         if folder:
-            (tmp / FOLDER_RECIPE).write_text(json.dumps(recipe, indent=1, sort_keys=True))
-        for item in [*sorted(tmp.rglob("*"), reverse=True), tmp] if folder else [tmp]:
-            durable(item)
+            (tmp / FOLDER_RECIPE).write_text(text)
+            for item in tmp.rglob("*"):
+                durable(item)
         remove(path)
         if not folder:
-            write_recipe(path, recipe)
-        os.replace(tmp, path)
-        durable(path.parent)
+            replace_file(recipe_path(path), text)
+        rename_into_place(tmp, path)
 
 
-def replace_file(path: Path, content) -> Path:
-    """Replace a file's content (text or bytes) by one rename, durably; under a temporary name of this
-    process's own, so that processes writing the same file at once leave one whole version of it."""
-    path = Path(path)
-    tmp = temporary_name(path)
-    (tmp.write_bytes if isinstance(content, bytes) else tmp.write_text)(content)
+def replace_file(path: Path, text: str) -> Path:
+    """Replace a file's content by one rename, durably; under a temporary name of this process's own, so
+    that processes writing the same file at once leave one whole version of it."""
+    tmp = temporary_name(Path(path))
+    tmp.write_text(text)
+    return rename_into_place(tmp, path)
+
+
+def rename_into_place(tmp: Path, path: Path) -> Path:
+    """Rename a finished file or folder to ``path``, durably: its content first, then the rename."""
     durable(tmp)
     os.replace(tmp, path)
-    return path
+    durable(Path(path).parent)
+    return Path(path)
 
 
 def temporary_name(path: Path) -> Path:
@@ -255,14 +250,10 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
-def durable(target) -> None:
+def durable(path: Path) -> None:
     """Wait until a file's content, or a folder's list of entries, is on disk (fsync): it survives a power
-    loss from then on. ``target``: a path, or an open file object."""
-    if hasattr(target, "fileno"):
-        target.flush()
-        os.fsync(target.fileno())
-        return
-    fd = os.open(target, os.O_RDONLY)
+    loss from then on."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

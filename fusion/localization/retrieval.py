@@ -90,7 +90,7 @@ def main(
                 samples.append(desc[torch.randperm(len(desc), generator=generator)[:samples_per_image]])
             samples = torch.cat(samples)
             centres = kmeans(samples, min(clusters, len(samples)))
-            writer.set_attrs({CODEBOOK: centres.numpy()})
+            writer.attrs[CODEBOOK] = centres.numpy()
         for name in tqdm(names, desc="retrieval", unit="img"):
             writer.write(name, {"global_descriptor": vlad(read_descriptors(fd, name), centres).numpy()})
     logger.info(f"Retrieval: VLAD-{len(centres)} descriptors of {len(names)} images in {output}")

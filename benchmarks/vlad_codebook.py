@@ -12,6 +12,13 @@
 3. With ``--demo`` (the outputs of ``python pipelines/demo.py``): the same on the demo's features.
 
 Prints the projected time for Aachen v1.1 (6,697 database + 1,015 query images).
+
+Measured (2-core machine shared with other jobs, load average 4-7), ``--threads 1 --demo outputs/demo``:
+k-means on 3,428,864 samples 35.9 s; on 340,000, the loop over clusters 9.6 s and the vectorised one
+4.2 s (2.3x; the loop projected to 3.4M: 97 s); 16.6 ms per image besides; Aachen v1.1 projected
+2.7 min. Demo (20 database, 10 query images): k-means 106 ms, 14.0 ms per image. With ``--threads 2``
+at a load average of 7-10 (the two threads waiting on each other): 109.3 s; loop 22.5 s against 8.5 s
+(2.7x); 129.0 ms per image; demo: k-means 3,037 ms, 135.4 ms per image.
 """
 
 import argparse

@@ -94,17 +94,23 @@ def test_two_writers_of_one_features_file_take_turns(tmp_path, many_images, firs
 
 
 def test_no_wait_names_the_writer_and_exits_2(tmp_path, many_images):
+    """A second writer, or a reader (fusion.match reads the features), told not to wait."""
     output, gate = tmp_path / "features.h5", tmp_path / "gate"
+    (tmp_path / "pairs.txt").write_text("00.jpg 01.jpg\n")
     writer = extraction(many_images, output, gate, tmp_path / "writer.log")
     wait_until(lambda: chunks_of(output) == 2, writer)
-    refused = subprocess.run([sys.executable, "-m", "fusion.extract", "--conf", "xfeat", "--images", str(many_images),
-                              "--output", str(output), "--no-wait"], capture_output=True, text=True)
+    refused = [subprocess.run([sys.executable, "-m", *command, "--no-wait"], capture_output=True, text=True) for command in (
+        ("fusion.extract", "--conf", "xfeat", "--images", str(many_images), "--output", str(output)),
+        ("fusion.match", "--pairs", str(tmp_path / "pairs.txt"), "--features", str(output), "--output",
+         str(tmp_path / "matches.h5")))]
     gate.touch()
     assert writer.wait() == 0
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    line, = refused.stderr.strip().splitlines()
-    assert f"{output}: being written by pid {writer.pid} on " in line and "--output" in line
-    assert "leave out --no-wait" in line
+    for result in refused:
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        line, = result.stderr.strip().splitlines()
+        assert f"{output}: being written by pid {writer.pid} on " in line and "--output" in line
+        assert "leave out --no-wait" in line
+    assert not (tmp_path / "matches.h5").exists()
 
 
 def test_readers_see_whole_files_while_a_writer_works(tmp_path, many_images):

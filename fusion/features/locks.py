@@ -45,8 +45,10 @@ def holder(lock: Path) -> str:
 def _acquire(path: Path, mode: int) -> int:
     """A descriptor of ``path``'s lock file, locked in ``mode``; waits (saying so once) or, without WAIT, raises."""
     lock = lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    if mode == fcntl.LOCK_EX:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    # a reader opens it read-only: outputs on a read-only disk can be read
+    fd = os.open(lock, (os.O_RDWR | os.O_CREAT if mode == fcntl.LOCK_EX else os.O_RDONLY) | os.O_CLOEXEC, 0o666)
     try:
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:

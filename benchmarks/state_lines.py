@@ -4,6 +4,10 @@
 the modules that keep state (provenance, journal, h5, merge, locks) and match.py's resume bookkeeping
 (its helper functions for it, and the lines of ``match.main`` that use them). Two figures per row: all
 lines, and code lines (no blank lines, comments or docstrings).
+
+Measured: at 9d8950f (journal, per-pair feature digests, a features-state cache, merge records) 795
+lines, 567 code lines; with issue 20's design (locks, chunks renamed into place, revisions) 794 and
+534, locks.py's 99 and 66 included.
 """
 
 import argparse

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fusion.features import extract, match
 from fusion.features.errors import CommandParser, run_cli
+from fusion.features.locks import add_no_wait
 from fusion.localization import reconstruction
 from fusion.localization.reference_models import load_model
 
@@ -43,6 +44,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N] for features and matching")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's log")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished steps")
+    add_no_wait(parser)
     args = parser.parse_args(argv)
     truth = load_model(args.gt) if args.gt else None
     start = time.time()

@@ -1,6 +1,7 @@
 """Mapping and localization: triangulation, PnP, evaluation, the demo scene, Herz-Jesu, hloc backend."""
 
 import json
+import pickle
 
 import h5py
 import numpy as np
@@ -8,7 +9,7 @@ import pycolmap
 import pytest
 from conftest import shared_path
 
-from fusion.localization import demo_scene, localize, pipeline, scenes, triangulation
+from fusion.localization import demo_scene, localize, pipeline, report, scenes, triangulation
 from fusion.localization.localize import result_name
 from fusion.localization.poses import pose_error, read_poses, write_poses
 from fusion.localization.recall import evaluate, recall_stats
@@ -151,3 +152,63 @@ def test_hloc_backend_gives_the_same_poses(small_demo, tmp_path):
         assert all(fd[f"{name}/image_size"].attrs["source_checksum"] for name in scene.db_names + scene.query_names)
     again = pipeline.run(scene, tmp_path, backend="hloc", num_db_pairs=4, num_loc_pairs=5)  # checked and re-used
     assert again["results"].stat().st_mtime_ns == hloc_out["results"].stat().st_mtime_ns
+    # hloc nests the PnP result of covisibility clustering under the best cluster's log: the same queries localized
+    clustered = pipeline.run(scene, tmp_path, backend="hloc", num_db_pairs=4, num_loc_pairs=5,
+                             covisibility_clustering=True)
+    assert clustered["results"] != hloc_out["results"]
+    localized = {name: query["localized"] for name, query in hloc_out["report"]["per_query"].items()}
+    assert all(localized.values()) and localized == {name: query["localized"] for name, query in
+                                                     clustered["report"]["per_query"].items()}
+    assert clustered["report"]["all"]["recall@0.25m,2deg"] == hloc_out["report"]["all"]["recall@0.25m,2deg"]
+
+
+def test_every_query_gets_a_line_and_fallbacks_are_named(small_demo, tmp_path):
+    """A query without retrieved images, or without features, still gets a results line (visuallocalization.net
+    wants one per query): a fallback pose that the log and the report name."""
+    scene, out = small_demo
+    model, (unpaired, camera) = out["model"], scene.queries[0]
+    first_db = scene.db_names[1]
+    queries = [*scene.queries, ("query/night/night_999.jpg", camera)]  # paired, but has no features
+    pairs = [line for line in out["loc_pairs"].read_text().splitlines() if not line.startswith(unpaired + " ")]
+    (tmp_path / "pairs.txt").write_text("\n".join([*pairs, f"query/night/night_999.jpg {first_db}", ""]))
+    results = localize.main(model, queries, tmp_path / "pairs.txt", out["features"], out["loc_matches"],
+                            tmp_path / "results.txt")
+    poses, logs = read_poses(results), json.loads(localize.log_path(results).read_text())["queries"]
+    assert set(poses) == {name for name, _ in queries}
+    assert not logs[unpaired]["localized"] and logs[unpaired]["fallback"] == "identity"
+    assert np.allclose(poses[unpaired].matrix(), pycolmap.Rigid3d().matrix())
+    assert not logs["query/night/night_999.jpg"]["localized"] and logs["query/night/night_999.jpg"]["fallback"] == first_db
+    assert np.allclose(poses["query/night/night_999.jpg"].matrix(),
+                       model.find_image_with_name(first_db).cam_from_world().matrix(), atol=1e-6)
+    assert sum(log["localized"] for log in logs.values()) == len(scene.queries) - 1
+    fake = type("Scene", (), {"query_names": [name for name, _ in queries], "query_groups": {}, "name_style": "full"})
+    page = report.per_query_section(report.query_rows(fake, {"results": results, "model": model,
+                                                             "loc_pairs": tmp_path / "pairs.txt"}), True)
+    assert "no, fallback: identity" in page and f"no, fallback: {first_db}" in page
+
+
+def test_hloc_logs_with_covisibility_clustering_are_read_and_completed(small_demo, tmp_path):
+    """hloc nests the PnP result under ``log_clusters[best_cluster]`` with clustering, and writes no line for a
+    query no cluster localizes or without retrieved images: fusion reads the nested result and adds those lines."""
+    scene, out = small_demo
+    model = out["model"]
+    (localized, _), (failed, _), (unpaired, _) = scene.queries[:3]
+    db = {name: model.find_image_with_name(name).image_id for name in scene.db_names[:3]}
+    pose = model.images[db[scene.db_names[1]]].cam_from_world()
+    found = {"PnP_ret": {"success": True, "num_inliers": 57, "cam_from_world": pose}, "points3D_ids": [1, 2, 3],
+             "num_matches": 80, "db": [db[scene.db_names[1]]]}
+    missed = {"PnP_ret": None, "points3D_ids": [], "num_matches": 2, "db": [db[scene.db_names[0]]]}
+    logs = {"loc": {localized: {"db": list(db.values()), "best_cluster": 1, "log_clusters": [missed, found]},
+                    failed: {"db": list(db.values()), "best_cluster": None, "log_clusters": [missed]}}}
+    results = write_poses({localized: pose}, tmp_path / "results.txt")  # as hloc writes them
+    with open(f"{results}_logs.pkl", "wb") as fd:
+        pickle.dump(logs, fd)
+    (tmp_path / "pairs.txt").write_text(f"{localized} {scene.db_names[1]}\n{failed} {scene.db_names[2]}\n"
+                                        f"{failed} {scene.db_names[0]}\n")
+    localize.complete_hloc_results(results, [localized, failed, unpaired], tmp_path / "pairs.txt", model, "full")
+    poses, read = read_poses(results), report.read_query_logs(results, model)
+    assert set(poses) == {localized, failed, unpaired}
+    assert read[localized]["localized"] and read[localized]["num_inliers"] == 57 and read[localized]["fallback"] is None
+    assert (read[failed]["localized"], read[failed]["fallback"]) == (False, scene.db_names[2])  # the first retrieved
+    assert (read[unpaired]["localized"], read[unpaired]["fallback"]) == (False, "identity")
+    assert np.allclose(poses[failed].matrix(), model.images[db[scene.db_names[2]]].cam_from_world().matrix(), atol=1e-6)

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import pytest
+import torch
 
 from fusion.localization import demo_scene, pairs
+from fusion.localization.retrieval import kmeans
 
 
 def random_poses(rng, count, prefix, spread=30.0):
@@ -147,3 +149,22 @@ def test_pairs_from_20000_poses_stay_under_1_gib():
     print(f"20,001 poses: {seconds} s, process peak {int(rss_peak) / 2**20:.3f} GiB "
           f"({int(rss_before) / 2**20:.3f} GiB before the call)")
     assert int(rss_peak) < 2**20  # KiB: the whole process stays under 1 GiB
+
+
+def test_vlad_kmeans_block_by_block_equals_the_loop_over_clusters():
+    """The codebook's k-means assigns a block of samples at a time and sums them per centre in one step: the
+    centres of a centre-by-centre update of all samples at once, whatever the block size, at O(block) memory."""
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.nn.functional.normalize(torch.randn(16, 64, generator=generator), dim=1)
+    noise = 0.2 * torch.randn(30000, 64, generator=generator)
+    samples = torch.nn.functional.normalize(directions[torch.arange(30000) % 16] + noise, dim=1)
+    reference = samples[torch.randperm(30000, generator=torch.Generator().manual_seed(0))[:16]].clone()
+    for _ in range(20):
+        assignment = (samples @ reference.T).argmax(1)
+        for k in range(16):
+            if (assignment == k).any():
+                reference[k] = torch.nn.functional.normalize(samples[assignment == k].mean(0), dim=0)
+    for block in (1000, 4096, 1 << 16):
+        assert torch.allclose(kmeans(samples, 16, block=block), reference, atol=1e-5)
+    moved = (kmeans(samples, 16) @ directions.T).max(1).values
+    assert moved.min() > 0.9  # every centre converged onto a cluster of the samples

@@ -1,5 +1,6 @@
 """Nothing stale, nothing lost, one clear line: fingerprinted outputs, crash-safe writes, strict inputs, PnP."""
 
+import io
 import os
 import shutil
 import subprocess
@@ -11,13 +12,12 @@ import numpy as np
 import pycolmap
 import pytest
 
-from fusion.features import extract, match
+from fusion.features import extract, h5, match
 from fusion.features.errors import BatchError
 from fusion.features.fused import FusedXFeat, save_checkpoint
-from fusion.features.h5 import FeatureReader, H5Writer
+from fusion.features.h5 import FeatureReader, H5Writer, chunk_dir
 from fusion.features.io import read_pairs
-from fusion.features.journal import JournaledFile, journal_path
-from fusion.features.provenance import StaleOutputError, input_fingerprint, make_recipe
+from fusion.features.provenance import StaleOutputError, fingerprint, input_fingerprint, make_recipe, read_recipe
 from fusion.localization import localize, pipeline, triangulation
 from fusion.localization.demo_scene import look_pose
 from fusion.localization.poses import read_poses
@@ -103,17 +103,17 @@ def test_pairs_of_re_extracted_images_are_matched_again(tmp_path, image_folder):
             return {key: (fd[key]["matches0"][()], dict(fd[key]["matches0"].attrs))
                     for key in ("a.jpg/b.png", "sub-c.jpg/a.jpg")}
 
-    before = match_both()
+    before, made = match_both(), input_fingerprint(matches)
     photo = cv2.imread(str(image_folder / "sub" / "c.jpg"))
     cv2.imwrite(str(image_folder / "sub" / "c.jpg"), np.ascontiguousarray(photo[:, ::-1]))  # now another photo
     extract.main(small_conf(), image_folder, feature_path=features, workers=0, overwrite=True)
-    after = match_both()  # db.txt (untouched pairs) first: that must not mark query.txt's pairs as checked
-    assert after["sub-c.jpg/a.jpg"][1]["features0"] != before["sub-c.jpg/a.jpg"][1]["features0"]  # matched again
-    assert not np.array_equal(after["sub-c.jpg/a.jpg"][0], before["sub-c.jpg/a.jpg"][0])
-    assert np.array_equal(after["a.jpg/b.png"][0], before["a.jpg/b.png"][0])  # untouched
+    after = match_both()  # the features were made again: so is the matches file, with both pairs files' pairs
+    assert input_fingerprint(matches) != made
+    assert not np.array_equal(after["sub-c.jpg/a.jpg"][0], before["sub-c.jpg/a.jpg"][0])  # matched again
+    assert np.array_equal(after["a.jpg/b.png"][0], before["a.jpg/b.png"][0])  # the same features, the same matches
     assert after["a.jpg/b.png"][1] == before["a.jpg/b.png"][1]
     stamp = matches.stat().st_mtime_ns
-    match_both()  # features as the last complete runs left them: nothing is checked or written
+    match_both()  # features as the last complete runs left them: nothing is written
     assert matches.stat().st_mtime_ns == stamp
 
 
@@ -125,7 +125,7 @@ def test_an_output_made_again_is_another_input(tmp_path, image_folder):
     assert input_fingerprint(path) == first
     extract.main(small_conf(), image_folder, feature_path=path, workers=0, overwrite=True)  # made again
     assert input_fingerprint(path) != first
-    assert input_fingerprint(path, with_revision=False) == first.split(".")[0]  # same recipe
+    assert fingerprint(read_recipe(path)) == first.split(".")[0]  # same recipe
 
 
 def test_matches_know_their_features(tmp_path, image_folder):
@@ -149,9 +149,8 @@ def test_pipeline_names_outputs_by_what_made_them():
     assert len(names) == 4
 
 
-def write_groups(path, keys, recipe):
-    writer = H5Writer(path, ["data"], recipe)
-    with writer:
+def write_groups(path, keys, recipe, chunk_seconds=None):
+    with H5Writer(path, ["data"], recipe, chunk_seconds=chunk_seconds) as writer:
         for key in keys:
             if key not in writer.done:
                 rng = np.random.default_rng(int(key.split("_")[1]))
@@ -160,40 +159,49 @@ def write_groups(path, keys, recipe):
 
 
 def test_a_kill_at_any_write_loses_nothing(tmp_path):
-    """kill -9 (a forked writer that exits at its N-th low-level write, for every N) then a re-run gives
-    the uninterrupted file: every group exactly once, same content."""
+    """kill -9 (a forked writer that exits at its N-th low-level write or rename, for every N) then a re-run
+    gives the uninterrupted file: every group exactly once, same content."""
     recipe = make_recipe("test", {"n": 1})
     keys = [f"group_{i}" for i in range(4)]
     write_groups(tmp_path / "reference.h5", keys, recipe)
-    original_write, kills = JournaledFile.write, 0
-    for limit in range(1, 400):
+    kills = 0
+    for limit in range(1, 1000):
         path = tmp_path / f"killed{limit}.h5"
         write_groups(path, keys[:1], recipe)  # an existing output the killed run appends to
         pid = os.fork()
         if pid == 0:  # the child dies abruptly at its limit-th write: no cleanup, unflushed buffers lost
             calls = []
 
-            def write(self, data):
-                calls.append(1)
-                if len(calls) == limit:
-                    os._exit(9)
-                return original_write(self, data)
+            def dying(function):
+                def call(*args, **kwargs):
+                    calls.append(1)
+                    if len(calls) == limit:
+                        os._exit(9)
+                    return function(*args, **kwargs)
+                return call
 
-            JournaledFile.write = write
-            write_groups(path, keys, recipe)
-            os._exit(0)
+            class DyingFile(io.FileIO):
+                write = dying(io.FileIO.write)
+
+            try:
+                h5.open = lambda name, mode: DyingFile(name, mode.replace("b", ""))
+                os.replace = dying(os.replace)
+                write_groups(path, keys, recipe, chunk_seconds=0)  # every group a chunk of its own
+            finally:
+                os._exit(0)
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) == 0:
             break  # the run needed fewer writes: every point has been tried
         kills += 1
         write_groups(path, keys, recipe)
-        assert not journal_path(path).exists()
+        assert not chunk_dir(path).exists() and sorted(p.name for p in tmp_path.glob(f"killed{limit}.h5*")) == \
+            [f"killed{limit}.h5", f"killed{limit}.h5.lock"]
         with h5py.File(path, "r") as a, h5py.File(tmp_path / "reference.h5", "r") as b:
             assert sorted(a.keys()) == keys
             for key in keys:
                 assert np.array_equal(a[key]["data"][()], b[key]["data"][()]), (limit, key)
                 assert a[key]["data"].attrs["uncertainty"] == 1.5
-    assert kills > 25  # every write of the three appended groups
+    assert kills > 25  # every write of the three appended groups and of the finished file
 
 
 def test_truncated_images_fail_and_are_listed(tmp_path, image_folder):

@@ -18,6 +18,7 @@ from . import EXTRACTORS, build_model, model_class
 from .errors import CommandParser, finish_batch, run_cli
 from .h5 import H5Writer
 from .io import ImageError, list_images, read_image, read_image_list, resize_image
+from .locks import add_no_wait
 from .provenance import WEIGHT_PATH_KEYS, StaleOutputError, compare_source, existing, make_recipe, source_identity
 from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
@@ -133,9 +134,11 @@ def check_sources(writer: H5Writer, image_dir: Path, names: List[str]) -> None:
     """
     states: Dict[str, List[str]] = {}
     copies = {}
-    if names:
-        with h5py.File(writer.path, "r") as fd:
-            for name in names:
+    wanted = set(names)
+    for source in writer.sources():
+        with h5py.File(source, "r") as fd:
+            for name in [n for n in names if n in wanted and n in fd]:
+                wanted.discard(name)
                 try:
                     state, identity = compare_source(image_dir / name, fd[name][SOURCE_DATASET].attrs)
                 except OSError as error:
@@ -157,12 +160,12 @@ def check_sources(writer: H5Writer, image_dir: Path, names: List[str]) -> None:
                        f"({listed(states['missing'])}); their features are kept")
     if copies:
         logger.info(f"{writer.path}: {len(copies)} image(s) have new times but the same bytes; recording their times")
-        writer.write_optional_attrs(copies, "the new times")
+        writer.group_attrs.update(copies)
 
 
-def record_sources(writer: H5Writer, image_dir: Path, names: List[str]) -> None:
-    """Store what ``check_sources`` compares in a features file another program wrote (hloc's extraction)."""
-    writer.write_attrs({f"{name}/{SOURCE_DATASET}": source_identity(image_dir / name) for name in names})
+def sources_of(image_dir: Path, names: List[str]) -> Dict[str, Dict]:
+    """What ``check_sources`` compares, as attributes of a features file another program wrote (hloc's extraction)."""
+    return {f"{name}/{SOURCE_DATASET}": source_identity(image_dir / name) for name in names}
 
 
 def recipe_of(conf: dict, as_half: bool = True) -> dict:
@@ -207,15 +210,15 @@ def main(
             raise ValueError("give feature_path or export_dir")
         feature_path = Path(export_dir, conf["output"] + ".h5")
     names = in_shard(names_to_extract(image_dir, image_list), shard)
-    writer = H5Writer(feature_path, FEATURE_DATASETS, recipe_of(conf, as_half), overwrite)
-    # with the whole folder asked for, images gone from it are among those checked (and reported)
-    check_sources(writer, image_dir, sorted(writer.done) if image_list is None else [n for n in names if n in writer.done])
-    todo = [n for n in names if n not in writer.done]
-    logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
-    failures = []
-    with writer:  # also when nothing is left to do: a shard without images still gets its (empty) file
+    failures, todo = [], []
+    # also when nothing is left to do: a shard without images still gets its (empty) file
+    with H5Writer(feature_path, FEATURE_DATASETS, recipe_of(conf, as_half), overwrite) as writer:
+        # with the whole folder asked for, images gone from it are among those checked (and reported)
+        check_sources(writer, image_dir, sorted(writer.done) if image_list is None else [n for n in names if n in writer.done])
+        todo = [n for n in names if n not in writer.done]
+        logger.info(f"Features: {len(names) - len(todo)} of {len(names)} images already in {feature_path}")
         if shard:
-            writer.write_attrs({"/": {SHARD_ATTR: f"{shard[0]}/{shard[1]}"}})
+            writer.attrs[SHARD_ATTR] = f"{shard[0]}/{shard[1]}"
         if not todo:
             return feature_path
         model = build_model(conf["model"], EXTRACTORS).to(resolve_device(device))
@@ -251,6 +254,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     parser.add_argument("--shard", type=parse_shard, help="I/N: extract only the I-th of N parts (1 <= I <= N)")
     parser.add_argument("--workers", type=int, default=1, help="image-reading processes beside the network (0: none)")
+    add_no_wait(parser)
     return parser.parse_args(argv)
 
 

@@ -3,28 +3,25 @@
 ``python -m fusion.match --conf xfeat_mnn --pairs PAIRS.txt --features FEATURES.h5 --output MATCHES.h5``
 """
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from . import MATCHERS, build_model, model_class
 from .errors import CommandParser, finish_batch, run_cli
-from .h5 import FeatureReader, H5Writer, MissingEntryError
+from .h5 import FeatureReader, H5Writer
 from .io import names_to_pair, read_pairs
+from .locks import add_no_wait
 from .provenance import WEIGHT_PATH_KEYS, existing, input_fingerprint, make_recipe, read_recipe
 from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
 MATCH_DATASETS = ("matches0", "matching_scores0")
-FEATURES_STATE_ATTR = "fusion_features_state"  # + a pairs list's digest: features_state() when its pairs last agreed
 
 confs = {
     "xfeat_mnn": {"output": "matches-xfeat-mnn", "model": {"name": "fusion_mnn", "min_similarity": None}},
@@ -54,43 +51,6 @@ def unique_new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str,
         if names_to_pair(a, b) not in done and names_to_pair(b, a) not in done:
             todo.append((a, b))
     return todo
-
-
-def checked_state_attr(pairs: List[Tuple[str, str]]) -> str:
-    """The root attribute that records ``features_state`` once every pair of ``pairs`` agrees with it."""
-    digest = hashlib.sha256("\n".join(names_to_pair(a, b) for a, b in pairs).encode()).hexdigest()[:16]
-    return f"{FEATURES_STATE_ATTR}:{digest}"
-
-
-def features_state(*paths: Path) -> str:
-    """Size and modification time of features files: while they stay as a complete run over the same
-    pairs left them, none of those pairs can be outdated, and the pair-by-pair check is skipped."""
-    return ";".join(f"{os.stat(path).st_size}:{os.stat(path).st_mtime_ns}" for path in paths)
-
-
-def outdated_pairs(matches: Path, pairs: List[Tuple[str, str]], done: set, reader0: FeatureReader,
-                   reader1: FeatureReader) -> List[Tuple[str, str]]:
-    """Pairs already in ``matches`` (as stored: either order) whose features have changed since (the
-    digests of the two images' features that the pair recorded differ from the features file's)."""
-    outdated, checked = [], set()
-    with h5py.File(matches, "r") as fd:
-        for pair in pairs:
-            for a, b in (pair, pair[::-1]):
-                key = names_to_pair(a, b)
-                if key not in done:
-                    continue
-                if key not in checked:
-                    checked.add(key)
-                    stored = fd[key]["matches0"].attrs
-                    try:
-                        current = (reader0.digest(a), reader1.digest(b))
-                    except MissingEntryError:  # no features any more: the pair stays as it is
-                        break
-                    recorded = (str(stored.get("features0", "")), str(stored.get("features1", "")))
-                    if recorded != ("", "") and recorded != current:
-                        outdated.append((a, b))
-                break
-    return outdated
 
 
 def pair_input(feats0: Dict[str, torch.Tensor], feats1: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
@@ -131,11 +91,9 @@ def recipe_of(conf: dict, features: Path, features_ref: Optional[Path]) -> dict:
     """What makes a matches file: the matcher conf and weights, and the features files it indexes."""
     cls = model_class(conf["model"], MATCHERS)
     model_conf = {k: v for k, v in {**cls.default_conf, **conf["model"]}.items() if k not in WEIGHT_PATH_KEYS}
-    # features made again keep their matches file: each pair records the digests of the features it
-    # matched, and a resumed run matches the pairs whose features changed again (``outdated_pairs``)
-    inputs = {"features": input_fingerprint(features, with_revision=False)}
+    inputs = {"features": input_fingerprint(features)}  # features made again: the matches are made again
     if features_ref is not None and Path(features_ref) != Path(features):
-        inputs["features_ref"] = input_fingerprint(features_ref, with_revision=False)
+        inputs["features_ref"] = input_fingerprint(features_ref)
     return make_recipe("matches", {"model": model_conf}, existing(cls.weight_files(conf["model"])), inputs)
 
 
@@ -162,30 +120,17 @@ def main(
     specs = {str(path): features_spec(path) for path in {features, Path(features_ref or features)}}
     check_compatible(conf, specs)
     pair_list = in_shard(read_pairs(pairs), shard, key=lambda pair: names_to_pair(*sorted(pair)))
-    writer = H5Writer(matches, MATCH_DATASETS, recipe_of(conf, features, features_ref), overwrite)
     reader_q = FeatureReader(features)
     reader_r = FeatureReader(features_ref) if features_ref else reader_q
     failures = []
     try:
-        todo = unique_new_pairs(pair_list, writer.done)
-        state_attr, state = checked_state_attr(pair_list), features_state(features, Path(features_ref or features))
-        state_recorded, outdated = False, []
-        if writer.done:
-            with h5py.File(matches, "r") as fd:
-                state_recorded = fd.attrs.get(state_attr) == state
-            if not state_recorded:
-                outdated = outdated_pairs(matches, pair_list, writer.done, reader_q, reader_r)
-        logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
-        if outdated:
-            logger.info(f"Matches: {len(outdated)} pairs matched again: their features changed since they were "
-                        f"matched (e.g. {' '.join(outdated[0])})")
-        todo += outdated
-        with writer:  # also when nothing is left to do: a shard without pairs still gets its (empty) file
+        # also when nothing is left to do: a shard without pairs still gets its (empty) file
+        with H5Writer(matches, MATCH_DATASETS, recipe_of(conf, features, features_ref), overwrite) as writer:
+            todo = unique_new_pairs(pair_list, writer.done)
+            logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
             if shard:
-                writer.write_attrs({"/": {SHARD_ATTR: f"{shard[0]}/{shard[1]}"}})
+                writer.attrs[SHARD_ATTR] = f"{shard[0]}/{shard[1]}"
             if not todo:
-                if not state_recorded:
-                    writer.write_optional_attrs({"/": {state_attr: state}}, "the state of the checked features")
                 return matches
             device = resolve_device(device)
             model = build_model(conf["model"], MATCHERS).to(device)
@@ -194,16 +139,13 @@ def main(
                 memory.step()
                 try:
                     pred = model(pair_input(reader_q.read(a), reader_r.read(b), device))
-                    digests = {"features0": reader_q.digest(a), "features1": reader_r.digest(b)}
                 except Exception as error:  # a bad pair must not stop the batch
                     failures.append(f"{a} {b}: {error}")
                     continue
                 writer.write(names_to_pair(a, b), {
                     "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
                     "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
-                }, {"matches0": digests})
-            if not failures:  # every pair now agrees with the features as they are
-                writer.write_optional_attrs({"/": {state_attr: state}}, "the state of the checked features")
+                })
     finally:
         reader_q.close()
         if reader_r is not reader_q:
@@ -222,6 +164,7 @@ def cli(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="start --output afresh")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     parser.add_argument("--shard", type=parse_shard, help="I/N: match only the I-th of N parts of the pairs")
+    add_no_wait(parser)
     args = parser.parse_args(argv)
     main(confs[args.conf], args.pairs, args.features, matches=args.output, features_ref=args.features_ref,
          overwrite=args.overwrite, device=args.device, shard=args.shard)

@@ -4,35 +4,28 @@
 
 The parts (``fusion.extract ... --shard I/N``, ``fusion.match ... --shard I/N``) must have been made
 the same way (same recipe), and all N of them must be given (``--partial`` merges fewer); the result
-holds every group once and equals what one unsharded run writes. Merging is resumable: groups
-already in the output are skipped.
+is their concatenation, and equals what one unsharded run writes. Its revision is a hash of the parts'
+fingerprints: merging the same parts again leaves it as it is, and any other set of parts (one made
+again, more of them) makes it again.
 """
 
-import hashlib
 import logging
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
-import h5py
-from tqdm import tqdm
-
+from . import locks
 from .errors import CommandParser, run_cli
-from .h5 import H5Writer, complete_keys
-from .provenance import REVISION_ATTR, differences, fingerprint, read_recipe
+from .h5 import write_concatenation
+from .provenance import REVISION_ATTR, check_reusable, differences, fingerprint, read_recipe, recipe_attrs, root_attrs
 from .runtime import SHARD_ATTR, parse_shard
 
 logger = logging.getLogger("fusion")
 
 REQUIRED = {"features": ("keypoints", "descriptors"), "matches": ("matches0",)}
-MERGED_ATTR = "fusion_merged"  # + a digest of a part's path: that part's revision when it was last merged
 
 
-def check_complete(parts: List[Path]) -> None:
-    """Every shard 1..N of one split among ``parts``, or an error naming the missing ones."""
-    shards = {}
-    for part in parts:
-        with h5py.File(part, "r") as fd:
-            shards[part] = fd.attrs.get(SHARD_ATTR)
+def check_complete(shards: Dict[Path, str]) -> None:
+    """Every shard 1..N of one split among the parts (part -> its ``SHARD_ATTR``), or an error naming the missing ones."""
     if not any(shards.values()):
         return  # whole files (e.g. two extractions of different images): nothing to check
     unsharded = [str(part) for part, shard in shards.items() if not shard]
@@ -53,7 +46,7 @@ def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool
     parts = [Path(part) for part in parts]
     if not parts:
         raise ValueError("give the part files to merge")
-    recipes = []
+    recipes, attrs = [], []
     for part in parts:
         if not part.is_file():
             raise FileNotFoundError(f"{part}: part file not found")
@@ -63,34 +56,23 @@ def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool
         if recipe.get("kind") not in REQUIRED:
             raise ValueError(f"{part}: a {recipe.get('kind')} file; only features and matches (--shard parts) are merged")
         recipes.append(recipe)
+        attrs.append(root_attrs(part))
     for part, recipe in zip(parts[1:], recipes[1:]):
         if fingerprint(recipe) != fingerprint(recipes[0]):
             changes = differences(recipes[0], recipe)
             raise ValueError(f"{part} was made differently from {parts[0]} ({'; '.join(changes[:3])}); "
                              "only parts of one run can be merged")
     if not partial:
-        check_complete(parts)
-    required = REQUIRED[recipes[0]["kind"]]
-    writer = H5Writer(output, required, recipes[0], overwrite)
-    copied = 0
-    with writer:
-        for part in parts:
-            merged_as = f"{MERGED_ATTR}:{hashlib.sha256(str(part.resolve()).encode()).hexdigest()[:16]}"
-            with h5py.File(part, "r") as source:
-                revision = str(source.attrs.get(REVISION_ATTR, ""))
-                recorded = writer.open().attrs.get(merged_as)
-                keys = complete_keys(source, required)
-                # a part made again since it was merged (another revision): all its groups are copied again
-                keys = sorted(keys if recorded is not None and recorded != revision else keys - writer.done)
-                for key in tqdm(keys, desc=f"merge {part.name}", unit="group"):
-                    group = source[key]
-                    writer.write(key, {name: group[name][()] for name in group},
-                                 {name: dict(group[name].attrs) for name in group if group[name].attrs})
-                    copied += 1
-            if recorded != revision:
-                writer.write_attrs({"/": {merged_as: revision}})
-    logger.info(f"Merge: {copied} groups from {len(parts)} parts into {output} ({len(writer.done)} in all)")
-    return Path(output)
+        check_complete({part: found.get(SHARD_ATTR) for part, found in zip(parts, attrs)})
+    output, recipe = Path(output), recipes[0]
+    revision = fingerprint({"parts": sorted(str(found.get(REVISION_ATTR)) for found in attrs)})  # of one recipe
+    with locks.hold(output):
+        if not overwrite and check_reusable(output, recipe) and root_attrs(output).get(REVISION_ATTR) == revision:
+            logger.info(f"Merge: {output} already holds these parts")
+            return output
+        write_concatenation(output, parts, REQUIRED[recipe["kind"]], {**recipe_attrs(recipe), REVISION_ATTR: revision})
+    logger.info(f"Merge: {len(parts)} parts into {output}")
+    return output
 
 
 def cli(argv=None):
@@ -99,6 +81,7 @@ def cli(argv=None):
     parser.add_argument("parts", type=Path, nargs="+", help="the part files")
     parser.add_argument("--overwrite", action="store_true", help="start --output afresh")
     parser.add_argument("--partial", action="store_true", help="merge the parts given even if some of the N are missing")
+    locks.add_no_wait(parser)
     args = parser.parse_args(argv)
     main(args.output, args.parts, args.overwrite, args.partial)
 

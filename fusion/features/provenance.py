@@ -1,4 +1,4 @@
-"""What made an output: recipes, fingerprints, checksums, the source commit.
+"""What made an output: recipes, fingerprints, checksums, the source commit; writing text and folder outputs.
 
 Every file fusion writes records its *recipe*: the kind of output, the full configuration, the
 checksums of the weights it used and the fingerprints of the files it was computed from. The
@@ -6,13 +6,16 @@ checksums of the weights it used and the fingerprints of the files it was comput
 paths, and an output made from other settings or inputs never does. h5 files hold the recipe as
 root attributes; folders (COLMAP models) in ``fusion_recipe.json``; text files (pairs, results),
 whose formats allow no header, in a ``<name>.recipe.json`` beside them. The fusion version and the
-source commit are recorded but not part of the fingerprint.
+source commit are recorded but not part of the fingerprint. An h5 file also has a *revision*, new
+whenever it is made afresh (appending keeps it); the fingerprint of an h5 input includes it, so an
+output computed from an input made again since is made again (``check_reusable``).
 """
 
 import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -24,11 +27,15 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import h5py
 
 from .. import __version__
+from . import locks
+
+logger = logging.getLogger("fusion")
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 RECIPE_ATTR = "fusion_recipe"
-# Changes whenever an h5 output is made anew or one of its groups is replaced (appending keeps it), so
-# what was computed from the file before is not mistaken for what is computed from it now.
+FINGERPRINT_ATTR = "fusion_fingerprint"
+# Changes whenever an h5 output is made anew (appending keeps it), so what was computed from the file
+# before is not mistaken for what is computed from it now.
 REVISION_ATTR = "fusion_revision"
 FOLDER_RECIPE = "fusion_recipe.json"
 # Recipe keys that name what was made but not how: excluded from the fingerprint.
@@ -143,30 +150,32 @@ def recipe_path(path: Path) -> Path:
 
 
 def read_recipe(path: Path) -> Optional[dict]:
-    """The recipe recorded with an output (h5 file, folder or text file), or None if it has none."""
+    """The recipe recorded with an output (h5 file, folder or text file), or None if it has none; read once
+    no other process writes the output."""
     path = Path(path)
+    locks.wait_for_writer(path)
     if path.is_dir():
         source = path / FOLDER_RECIPE
     elif path.suffix == ".h5":
-        if not path.is_file():
-            return None
-        try:
-            with h5py.File(path, "r") as fd:
-                text = fd.attrs.get(RECIPE_ATTR)
-        except OSError as error:
-            raise ValueError(f"{path}: not a readable HDF5 file ({error}); move it away or pass --overwrite") from error
+        text = root_attrs(path).get(RECIPE_ATTR) if path.is_file() else None
         return json.loads(text) if text is not None else None
     else:
         source = recipe_path(path)
     return json.loads(source.read_text()) if source.is_file() else None
 
 
-def write_recipe(path: Path, recipe: dict) -> None:
-    """Record ``recipe`` beside a text output (atomically); h5 files and folders keep it inside."""
-    target = recipe_path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(recipe, indent=1, sort_keys=True))
-    os.replace(tmp, target)
+def root_attrs(path: Path) -> dict:
+    """The root attributes of an h5 file (ValueError, one line, when it is not one)."""
+    try:
+        with h5py.File(path, "r") as fd:
+            return dict(fd.attrs)
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable HDF5 file ({error}); move it away or pass --overwrite") from error
+
+
+def recipe_attrs(recipe: dict) -> dict:
+    """The root attributes that record ``recipe`` in an h5 file."""
+    return {RECIPE_ATTR: json.dumps(recipe, sort_keys=True), FINGERPRINT_ATTR: fingerprint(recipe)}
 
 
 def new_revision() -> str:
@@ -174,20 +183,15 @@ def new_revision() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def input_fingerprint(path: Path, with_revision: bool = True) -> str:
-    """The fingerprint an output records for one of its inputs: the input's own recipe fingerprint
-    (with, for an h5 file, its revision: a file made again, or with groups replaced, is another input;
-    ``with_revision=False`` for an output that checks what it uses group by group, as matches do),
-    or, for a file or folder fusion did not write (hloc's, a user's model), the checksum of its bytes."""
+def input_fingerprint(path: Path) -> str:
+    """The fingerprint an output records for one of its inputs: the input's own recipe fingerprint (and, for
+    an h5 file, ``.`` and its revision), or, for a file or folder fusion did not write (hloc's, a user's
+    model), the checksum of its bytes."""
     path = Path(path)
     recipe = read_recipe(path)
     if recipe is not None:
-        if with_revision and path.suffix == ".h5":
-            with h5py.File(path, "r") as fd:
-                revision = fd.attrs.get(REVISION_ATTR)
-            if revision is not None:
-                return f"{fingerprint(recipe)}.{revision}"
-        return fingerprint(recipe)
+        revision = root_attrs(path).get(REVISION_ATTR) if path.suffix == ".h5" else None
+        return fingerprint(recipe) + (f".{revision}" if revision is not None else "")
     if path.is_dir():
         digest = hashlib.sha256()
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -200,24 +204,60 @@ def input_fingerprint(path: Path, with_revision: bool = True) -> str:
 def writing(path: Path, recipe: dict, folder: bool = False):
     """Write a text (or, with ``folder``, a folder) output crash-safely: yields a temporary path to fill.
 
-    On success the old output goes first, then the recipe is recorded, then the new content moves
-    in (one rename); a run killed at any point leaves either the old output, or nothing (the next
-    run recomputes), never content under a recipe that did not make it.
+    Holds the output's lock throughout. On success the content is made durable, the old output goes,
+    then the recipe is recorded, then the new content moves in (one rename); a run killed at any point
+    leaves either the old output, or nothing (the next run recomputes), never content under a recipe
+    that did not make it.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    remove(tmp)
-    if folder:
-        tmp.mkdir(parents=True)
-    else:
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-    yield tmp
-    remove(path)
-    if folder:
-        (tmp / FOLDER_RECIPE).write_text(json.dumps(recipe, indent=1, sort_keys=True))
-    else:
-        write_recipe(path, recipe)
+    with locks.hold(path):
+        remove(tmp)
+        if folder:
+            tmp.mkdir(parents=True)
+        else:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        text = json.dumps(recipe, indent=1, sort_keys=True)
+        if folder:
+            (tmp / FOLDER_RECIPE).write_text(text)
+            for item in tmp.rglob("*"):
+                durable(item)
+        remove(path)
+        if not folder:
+            replace_file(recipe_path(path), text)
+        rename_into_place(tmp, path)
+
+
+def replace_file(path: Path, text: str) -> Path:
+    """Replace a file's content by one rename, durably; under a temporary name of this process's own, so
+    that processes writing the same file at once leave one whole version of it."""
+    tmp = temporary_name(Path(path))
+    tmp.write_text(text)
+    return rename_into_place(tmp, path)
+
+
+def rename_into_place(tmp: Path, path: Path) -> Path:
+    """Rename a finished file or folder to ``path``, durably: its content first, then the rename."""
+    durable(tmp)
     os.replace(tmp, path)
+    durable(Path(path).parent)
+    return Path(path)
+
+
+def temporary_name(path: Path) -> Path:
+    """A name beside ``path`` for this process to write it under (the suffix kept, for writers that read it)."""
+    return path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+def durable(path: Path) -> None:
+    """Wait until a file's content, or a folder's list of entries, is on disk (fsync): it survives a power
+    loss from then on."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove(path: Path) -> None:
@@ -243,10 +283,11 @@ def differences(old: dict, new: dict, prefix: str = "") -> List[str]:
 
 
 def check_reusable(path: Path, recipe: dict, hint: str = "--overwrite") -> bool:
-    """True when ``path`` exists and was made by ``recipe``; False when it does not exist.
+    """True when ``path`` exists and was made by ``recipe``; False when it does not exist, or when it was made
+    the same way from inputs of which one was made again since (a new revision): the caller makes it again.
 
-    An existing output made differently (or without a recipe) raises StaleOutputError naming the
-    first differing settings and how to proceed.
+    An existing output made differently (settings, weights, other inputs, or no recipe) raises
+    StaleOutputError naming the first differing settings and how to proceed.
     """
     path = Path(path)
     if not path.exists():
@@ -257,6 +298,15 @@ def check_reusable(path: Path, recipe: dict, hint: str = "--overwrite") -> bool:
                                f"move it away, or pass {hint} to recompute it")
     if fingerprint(found) == fingerprint(recipe):
         return True
+    if fingerprint(without_revisions(found)) == fingerprint(without_revisions(recipe)):
+        logger.info(f"{path}: an input was made again since; making it again")
+        return False
     changes = differences(found, recipe)
     raise StaleOutputError(f"{path}: made with other settings ({'; '.join(changes[:3])}"
                            f"{' ...' if len(changes) > 3 else ''}); write to another output or pass {hint}")
+
+
+def without_revisions(recipe: dict) -> dict:
+    """``recipe`` with its inputs' fingerprints but not their revisions."""
+    inputs = {name: str(value).split(".")[0] for name, value in recipe.get("inputs", {}).items()}
+    return {**recipe, "inputs": inputs}

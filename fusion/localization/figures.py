@@ -19,6 +19,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from ..features.provenance import temporary_name  # noqa: E402
 from .triangulation import COLMAP_PIXEL_OFFSET, epipolar_distances  # noqa: E402
 
 MAX_CANVAS_WIDTH = 1600  # pixels of the photos shown side by side in one figure
@@ -33,11 +34,14 @@ def save_figure(fig, path: Path, tight: bool = True) -> Path:
     matplotlib lay the axes out (figures that place their own pass False)."""
     if tight:
         fig.tight_layout()
-    jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, **({"pil_kwargs": {"quality": 90}} if jpeg else {}))
+    path = Path(path)
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)  # one rename: a reader or another run never sees it half-written
+    fig.savefig(tmp, **({"pil_kwargs": {"quality": 90}} if jpeg else {}))
     plt.close(fig)
-    return Path(path)
+    tmp.replace(path)
+    return path
 
 
 def fit_to_width(images: Sequence[np.ndarray], keypoints: Sequence[np.ndarray], max_width: int):

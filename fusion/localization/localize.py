@@ -4,15 +4,17 @@ Writes ``name qw qx qy qz tx ty tz`` results (world-to-camera) and a JSON log wi
 matches and inliers of every query. As in hloc, the 2D-3D correspondences are unique (a keypoint
 matched to the same 3D point through several reference images counts once) and a pose that PnP
 estimates is kept whatever its number of inliers. Only when PnP fails (fewer than 4
-correspondences, or RANSAC finds no pose) does a query get the pose of the retrieved reference
-image with the most 2D-3D matches, as visuallocalization.net expects a pose for every query; it is
-marked ``localized: false`` in the log and counts as failed in the recall table.
+correspondences, RANSAC finds no pose, or the query has no retrieved images or no features) does a
+query get a fallback pose: the retrieved reference image's with the most 2D-3D matches, or the
+identity when none was retrieved, as visuallocalization.net expects a pose for every query. The log
+marks it ``localized: false`` with ``fallback`` (that image's name, or ``identity``), and it counts
+as failed in the recall table.
 """
 
 import copy
 import json
 import logging
-import os
+import pickle
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -23,9 +25,9 @@ from tqdm import tqdm
 from ..features.errors import CommandParser, run_cli
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import pairs_by_query, read_pairs
-from ..features.provenance import check_reusable, input_fingerprint, make_recipe, writing
+from ..features.provenance import check_reusable, input_fingerprint, make_recipe, replace_file, writing
 from .fingerprints import model_fingerprint, queries_fingerprint
-from .poses import write_poses
+from .poses import read_poses, write_poses
 from .queries import read_query_list
 from .reference_models import load_model
 from .triangulation import COLMAP_PIXEL_OFFSET
@@ -113,11 +115,12 @@ def estimate_pose(model, camera, keypoints, index2d, point_ids, max_error: float
 
 def localize_query(model, name, camera, keypoints, db_ids, match_reader, max_error, clustering,
                    estimate_focal: bool = False):
-    """(pose or None, log entry) of one query; with clustering, the cluster with the most inliers wins.
+    """(pose, log entry) of one query; with clustering, the cluster with the most inliers wins. When PnP
+    fails, the pose is a fallback (``fallback_pose``) that the log names.
 
     ``estimate_focal``: the camera's focal length is a guess; PnP estimates it and the log keeps it.
     """
-    groups = covisibility_clusters(model, db_ids) if clustering else [list(db_ids)]
+    groups = covisibility_clusters(model, db_ids) if clustering and db_ids else [list(db_ids)]
     best, best_log, contributions = None, None, {}
     for group in groups:
         index2d, point_ids, match_count, per_image = correspondences(model, group, name, match_reader)
@@ -134,11 +137,52 @@ def localize_query(model, name, camera, keypoints, db_ids, match_reader, max_err
     best_log["localized"] = best is not None
     if best is not None:
         return best["cam_from_world"], best_log
+    pose, best_log["fallback"] = fallback_pose(model, db_ids, contributions)
+    return pose, best_log
+
+
+def fallback_pose(model, db_ids: Sequence[int], contributions: Optional[dict] = None) -> Tuple[pycolmap.Rigid3d, str]:
+    """The pose of a query that PnP could not localize, and its name in the log: the retrieved reference
+    image's with the most 2D-3D matches (the first retrieved on ties), or, with none retrieved, the
+    identity (``"identity"``): visuallocalization.net wants a line for every query."""
     if not db_ids:
-        return None, best_log
-    fallback = max(db_ids, key=lambda i: contributions.get(i, 0))  # max keeps retrieval order on ties
-    best_log["fallback"] = model.images[fallback].name
-    return model.images[fallback].cam_from_world(), best_log
+        return pycolmap.Rigid3d(), "identity"
+    best = max(db_ids, key=lambda i: (contributions or {}).get(i, 0))  # max keeps retrieval order on ties
+    return model.images[best].cam_from_world(), model.images[best].name
+
+
+def hloc_query_log(entry: dict) -> dict:
+    """hloc's log of one query (an entry of ``_logs.pkl``'s ``loc``): with covisibility clustering, the log of
+    the cluster that gave the pose (empty when none did)."""
+    if "log_clusters" in entry:
+        return entry["log_clusters"][entry["best_cluster"]] if entry["best_cluster"] is not None else {}
+    return entry
+
+
+def complete_hloc_results(results: Path, queries: Sequence[str], pairs: Path, model: pycolmap.Reconstruction,
+                          name_style: str) -> None:
+    """Give every query a line in results that hloc's ``localize_sfm`` wrote, as fusion's backend does.
+
+    hloc writes none for a query without retrieved images, nor, with covisibility clustering, for one
+    that no cluster localizes; such a query gets the pose hloc gives when PnP fails (the first
+    retrieved image's), or the identity. Each query not localized by PnP gets ``fallback`` in hloc's log.
+    """
+    log_file = Path(f"{results}_logs.pkl")
+    with open(log_file, "rb") as fd:
+        logs = pickle.load(fd)
+    poses = read_poses(results)
+    retrieved = pairs_by_query(read_pairs(pairs))
+    name_to_id = {image.name: image_id for image_id, image in model.images.items()}
+    for name in queries:
+        entry = logs["loc"].setdefault(name, {"db": [], "PnP_ret": None})
+        if hloc_query_log(entry).get("PnP_ret") is not None:
+            continue
+        first = [name_to_id[n] for n in retrieved.get(name, []) if n in name_to_id][:1]
+        pose, entry["fallback"] = fallback_pose(model, first)
+        poses.setdefault(result_name(name, name_style), pose)  # hloc's own fallback stays
+    write_poses(poses, results)
+    with open(log_file, "wb") as fd:
+        pickle.dump(logs, fd)
 
 
 def recipe_of(reference_fingerprint: str, queries_fingerprint: str, pairs: Path, features: Path, matches: Path,
@@ -199,31 +243,25 @@ def main(
             pose, log = localize_query(model, name, camera, keypoints, db_ids, match_reader, ransac_max_error,
                                        covisibility_clustering, estimate_focal=name in guessed_focal)
         except KeyError as error:  # no features or matches for this query: a failure, the others go on
-            pose, log = None, {"error": str(error), "num_inliers": 0, "db": db_names, "localized": False}
+            pose, fallback = fallback_pose(model, db_ids)
+            log = {"error": str(error), "num_inliers": 0, "db": db_names, "localized": False, "fallback": fallback}
         if not log["localized"]:
             failures.append(name)
-        if pose is not None:
-            poses[result_name(name, name_style)] = pose
+        poses[result_name(name, name_style)] = pose
         logs[name] = log
     feature_reader.close()
     match_reader.close()
     log_text = json.dumps({"ransac_max_error": ransac_max_error, "queries": logs}, indent=1)
     with writing(results, recipe) as tmp:
-        write_text(log_path(results), log_text)
+        replace_file(log_path(results), log_text)
         write_poses(poses, tmp)
     logger.info(f"Localization: {len(query_list) - len(failures)} of {len(query_list)} queries localized by PnP; "
                 f"results in {results}")
     if failures:
-        logger.warning(f"PnP failed (reference-image pose written instead) for {len(failures)}: "
+        logger.warning(f"PnP failed (a fallback pose written instead: the best retrieved image's, else the identity) "
+                       f"for {len(failures)}: "
                        f"{', '.join(failures[:10])}{' ...' if len(failures) > 10 else ''}")
     return results
-
-
-def write_text(path: Path, text: str) -> None:
-    """Replace a file's content atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def cli(argv=None):

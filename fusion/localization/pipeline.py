@@ -10,24 +10,23 @@ hloc's stores UNDEFINED two-view geometries, which pycolmap 4 skips (0 points).
 
 import json
 import logging
-import pickle
 from pathlib import Path
-from typing import Optional, Set
+from typing import Optional
 
-import h5py
 import pycolmap
 
 from ..features import extract, match
 from ..features.errors import CommandParser
 from ..features.h5 import H5Writer
-from ..features.io import write_pairs
-from ..features.provenance import RECIPE_ATTR, check_reusable, fingerprint, input_fingerprint, make_recipe, writing
+from ..features.io import read_pairs, write_pairs
+from ..features.locks import add_no_wait
+from ..features.provenance import check_reusable, fingerprint, input_fingerprint, make_recipe, replace_file, writing
 from . import localize, pairs, retrieval, triangulation
 from .fingerprints import model_fingerprint, names_fingerprint, queries_fingerprint
 from .poses import read_poses
 from .queries import write_query_list
 from .recall import evaluate, format_table
-from .report import StepTimer, localization_report, write_localization_report
+from .report import StepTimer, localization_report, read_query_logs, write_localization_report
 from .scenes import Scene
 
 logger = logging.getLogger("fusion")
@@ -98,22 +97,6 @@ def check_inputs(scene: Scene, feature_conf: dict, matcher_conf: dict, feature: 
                              "says, or use --backend builtin") from None
 
 
-def stamp(path: Path, recipe: dict) -> None:
-    """Record ``recipe`` in an h5 file that hloc wrote."""
-    with h5py.File(path, "a") as fd:
-        fd.attrs[RECIPE_ATTR] = json.dumps(recipe, sort_keys=True)
-
-
-def failed_queries(results: Path, backend: str) -> Set[str]:
-    """Queries whose pose is a reference image's (PnP failed), from the localization log."""
-    if backend == "hloc":
-        with open(f"{results}_logs.pkl", "rb") as fd:
-            logs = pickle.load(fd)["loc"]
-        return {name for name, log in logs.items() if log.get("PnP_ret") is None}
-    logs = json.loads(localize.log_path(results).read_text())["queries"]
-    return {name for name, log in logs.items() if not log["localized"]}
-
-
 def run(
     scene: Scene,
     outputs: Path,
@@ -155,17 +138,13 @@ def run(
         from ..hloc import register
 
         register()
-        recipe = features_recipe(feature_conf, backend)
-        fresh = overwrite or not check_reusable(features, recipe)
-        if fresh and features.exists():
-            features.unlink()
-        with H5Writer(features, extract.FEATURE_DATASETS, recipe) as writer:  # stamps a new file with the recipe
+        with H5Writer(features, extract.FEATURE_DATASETS, features_recipe(feature_conf, backend), overwrite) as writer:
             extract.check_sources(writer, scene.images, [n for n in names if n in writer.done])
             todo = [n for n in names if n not in writer.done]
-        if todo:  # hloc skips the images the file already holds
-            extract_features.main(feature_conf, scene.images, image_list=todo, feature_path=features)
-            with H5Writer(features, extract.FEATURE_DATASETS, recipe) as writer:
-                extract.record_sources(writer, scene.images, todo)
+            if todo:  # hloc writes them as a chunk of the file
+                chunk = writer.new_chunk()
+                extract_features.main(feature_conf, scene.images, image_list=todo, feature_path=chunk)
+                writer.add_chunk(chunk, extract.sources_of(scene.images, todo))
     else:
         extract.main(feature_conf, scene.images, image_list=names, feature_path=features, overwrite=overwrite,
                      raise_on_failure=False, device=device)
@@ -174,21 +153,21 @@ def run(
     matches_recipe["conf"]["writer"] = backend
     matches = named(outputs, f"matches-{matcher}", matches_recipe, ".h5")
     if backend == "hloc":
-        if overwrite and matches.exists():
-            matches.unlink()
-
-        def match_pairs(pair_path):
-            check_reusable(matches, matches_recipe)
-            match_features.main(matcher_conf, pair_path, features, matches=matches)
-            stamp(matches, matches_recipe)
+        def match_pairs(pair_path, overwrite):
+            with H5Writer(matches, match.MATCH_DATASETS, matches_recipe, overwrite) as writer:
+                todo = match.unique_new_pairs(read_pairs(pair_path), writer.done)
+                if todo:  # hloc writes them as a chunk of the file
+                    chunk = writer.new_chunk()
+                    match_features.main(matcher_conf, write_pairs(todo, chunk.with_suffix(".txt")), features, matches=chunk)
+                    writer.add_chunk(chunk)
     else:
-        def match_pairs(pair_path):
+        def match_pairs(pair_path, overwrite):
             match.main(matcher_conf, pair_path, features, matches=matches, overwrite=overwrite,
                        raise_on_failure=False, device=device)
 
     reference_id = model_fingerprint(scene.reference)
     sfm_pairs = db_pairs(scene, reference_id, outputs, num_db_pairs, overwrite)
-    match_pairs(sfm_pairs)
+    match_pairs(sfm_pairs, overwrite)
     timer.lap("match reference pairs")
     sfm_recipe = triangulation.recipe_of(reference_id, sfm_pairs, features, matches, 4.0, None)
     sfm_dir = named(outputs, "sfm", sfm_recipe)
@@ -197,7 +176,7 @@ def run(
     timer.lap("triangulate")
     loc_pairs = query_pairs(scene, features, outputs, num_loc_pairs, overwrite)
     timer.lap("query pairs (retrieval)")
-    match_pairs(loc_pairs)
+    match_pairs(loc_pairs, False)  # the same file: its reference pairs stay
     timer.lap("match queries")
     style = hloc_result_style(scene.name_style) if backend == "hloc" else scene.name_style
     results_recipe = localize.recipe_of(fingerprint(sfm_recipe), queries_fingerprint(scene.queries), loc_pairs, features,
@@ -214,6 +193,7 @@ def run(
                 localize_sfm.main(model, query_list, loc_pairs, features, matches, tmp,
                                   ransac_thresh=ransac_max_error, covisibility_clustering=covisibility_clustering,
                                   prepend_camera_name=style == "camera")
+                localize.complete_hloc_results(tmp, scene.query_names, loc_pairs, model, style)
                 Path(f"{tmp}_logs.pkl").replace(f"{results}_logs.pkl")
     else:
         localize.main(model, scene.queries, loc_pairs, features, matches, results, ransac_max_error,
@@ -232,10 +212,10 @@ def run(
         rename = {name: localize.result_name(name, style) for name in scene.ground_truth}
         truth = {rename[n]: pose for n, pose in scene.ground_truth.items()}
         groups = {g: [rename[n] for n in names if n in rename] for g, names in scene.query_groups.items()}
-        failed = {localize.result_name(n, style) for n in failed_queries(results, backend)}
+        failed = {localize.result_name(n, style) for n, log in read_query_logs(results, model).items() if not log["localized"]}
         report = evaluate(read_poses(results), truth, groups, failed)
         report_path = results.with_name(results.stem.replace("results_", "recall_", 1) + ".json")
-        report_path.write_text(json.dumps(report, indent=1))
+        replace_file(report_path, json.dumps(report, indent=1))
         print(format_table(report))
         out.update(report=report, report_path=report_path)
         timer.lap("evaluate")
@@ -306,6 +286,7 @@ def pipeline_parser(description: str, outputs: str) -> CommandParser:
     parser.add_argument("--backend", choices=BACKENDS, default="builtin")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished steps")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    add_no_wait(parser)
     return parser
 
 

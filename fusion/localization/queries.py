@@ -6,6 +6,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pycolmap
 
+from ..features.provenance import replace_file
+
 
 def camera_from_image(path: Path) -> pycolmap.Camera:
     """COLMAP's guess of a photo's camera: SIMPLE_RADIAL, the focal length from EXIF when present
@@ -60,5 +62,4 @@ def write_query_list(queries: List[Tuple[str, pycolmap.Camera]], path: Path) -> 
                   *(f"{p:.10g}" for p in camera.params)])
         for name, camera in queries
     ]
-    Path(path).write_text("\n".join(lines) + "\n")
-    return Path(path)
+    return replace_file(path, "\n".join(lines) + "\n")

@@ -27,7 +27,7 @@ import pycolmap
 
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import pairs_by_query, read_image, read_pairs
-from ..features.provenance import config_hash, git_commit
+from ..features.provenance import config_hash, git_commit, replace_file
 from . import figures, localize
 from .poses import poses_from_model, read_poses
 from .recall import THRESHOLDS
@@ -112,11 +112,7 @@ def write_page(path: Path, title: str, sections: Sequence[Tuple[str, str]], subt
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
             f'<p class="muted">{escape(subtitle)}</p><nav>{nav}</nav>{body}</body></html>\n')
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
-    return path
+    return replace_file(path, page)
 
 
 def command_line() -> str:
@@ -158,6 +154,7 @@ class QueryRow:
     result_name: str  # as the results file names it
     condition: str
     localized: Optional[bool]  # None: no log to tell
+    fallback: Optional[str]  # not localized: whose pose the results give instead (a reference image, "identity")
     num_inliers: Optional[int]
     num_2d3d: Optional[int]
     num_matches: Optional[int]
@@ -196,10 +193,9 @@ def read_query_logs(results: Path, model: pycolmap.Reconstruction) -> Dict[str, 
         return {}
     logs = {}
     for name, entry in entries.items():
-        if "log_clusters" in entry:  # covisibility clustering: the cluster that gave the pose
-            entry = entry["log_clusters"][entry["best_cluster"]] if entry["best_cluster"] is not None else {}
+        fallback, entry = entry.get("fallback"), localize.hloc_query_log(entry)
         result = entry.get("PnP_ret")
-        logs[name] = {"localized": bool(result and result.get("success", True)),
+        logs[name] = {"localized": bool(result and result.get("success", True)), "fallback": fallback,
                       "num_inliers": int(result["num_inliers"]) if result else 0,
                       "num_2d3d": len(entry.get("points3D_ids", [])), "num_matches": entry.get("num_matches"),
                       "db": [model.images[i].name for i in entry.get("db", []) if i in model.images]}
@@ -218,7 +214,7 @@ def query_rows(scene, out: dict) -> List[QueryRow]:
         log, result_name = logs.get(name, {}), localize.result_name(name, style)
         error = errors.get(result_name)
         rows.append(QueryRow(name, result_name, conditions.get(name, "queries"), log.get("localized"),
-                             log.get("num_inliers"), log.get("num_2d3d"), log.get("num_matches"),
+                             log.get("fallback"), log.get("num_inliers"), log.get("num_2d3d"), log.get("num_matches"),
                              error["position_m"] if error else None, error["rotation_deg"] if error else None,
                              retrieved.get(name, [])))
     return rows
@@ -264,17 +260,26 @@ def per_query_section(rows: List[QueryRow], logs_known: bool) -> Html:
     ordered = sorted(rows, key=QueryRow.severity, reverse=True)
     header = ["query", "condition", "localized", "PnP inliers", "2D-3D matches", "matches",
               "position error (m)", "rotation error (°)", "retrieved images"]
-    cells = [(r.name, r.condition, "-" if r.localized is None else ("yes" if r.localized else "no"),
+    cells = [(r.name, r.condition, localized_cell(r),
               number(r.num_inliers, 0), number(r.num_2d3d, 0), number(r.num_matches, 0),
               number(r.position_error, 4), number(r.rotation_error, 3), retrieved_cell(r.retrieved))
              for r in ordered]
     note = ("Worst first. PnP inliers: 2D-3D matches consistent with the estimated pose (RANSAC); "
-            "not localized: fewer inliers than needed, the pose of the best reference image is reported.")
+            "not localized: PnP found no pose (or the query had no retrieved images or no features), and the results "
+            "give a fallback pose instead: the best retrieved reference image's, or the identity without one.")
     if not logs_known:
         note += " No localization log was found beside the results, so inlier counts are missing."
     return Html(table(header, cells, numeric=(3, 4, 5, 6, 7),
                       row_classes=["failed" if r.localized is False else "" for r in ordered])
                 + f'<p class="muted">{escape(note)}</p>')
+
+
+def localized_cell(row: QueryRow) -> str:
+    if row.localized is None:
+        return "-"
+    if row.localized:
+        return "yes"
+    return f"no, fallback: {row.fallback}" if row.fallback else "no"
 
 
 def stability_section(scene, first: dict, second: dict, second_rows: List[QueryRow], root: Path) -> Html:
@@ -310,6 +315,8 @@ def gallery_figure(scene, out: dict, row: QueryRow, pose: pycolmap.Rigid3d, path
     model, camera = out["model"], dict(scene.queries)[row.name]
     features, matches = FeatureReader(out["features"]), MatchReader(out["loc_matches"])
     try:
+        if row.name not in features.fd:
+            return None, "no features for this query"
         query_keypoints = features.keypoints(row.name)
         best = None
         for db_name in row.retrieved:

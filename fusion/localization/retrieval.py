@@ -21,16 +21,25 @@ logger = logging.getLogger("fusion")
 CODEBOOK = "vlad_codebook"  # a root attribute: hloc reads every group as an image
 
 
-def kmeans(samples: torch.Tensor, clusters: int, iterations: int = 20, seed: int = 0) -> torch.Tensor:
-    """Spherical k-means (cosine) centres (clusters, D) of L2-normalised ``samples``."""
+def kmeans(samples: torch.Tensor, clusters: int, iterations: int = 20, seed: int = 0,
+           block: int = 1 << 16) -> torch.Tensor:
+    """Spherical k-means (cosine) centres (clusters, D) of L2-normalised ``samples``.
+
+    Each iteration assigns ``block`` samples at a time (one matrix product) and adds them to their
+    centre's sum (one scatter), so memory stays O(block x clusters) whatever the number of samples;
+    a centre left without samples keeps its place.
+    """
     generator = torch.Generator().manual_seed(seed)
     centres = samples[torch.randperm(len(samples), generator=generator)[:clusters]].clone()
     for _ in range(iterations):
-        assignment = (samples @ centres.T).argmax(1)
-        for k in range(len(centres)):
-            members = samples[assignment == k]
-            if len(members):
-                centres[k] = torch.nn.functional.normalize(members.mean(0), dim=0)
+        sums, counts = torch.zeros_like(centres), torch.zeros(len(centres), dtype=torch.long)
+        for start in range(0, len(samples), block):
+            part = samples[start:start + block]
+            assignment = (part @ centres.T).argmax(1)
+            sums.index_add_(0, assignment, part)
+            counts += torch.bincount(assignment, minlength=len(centres))
+        filled = counts > 0
+        centres[filled] = torch.nn.functional.normalize(sums[filled], dim=1)  # the direction of the mean
     return centres
 
 
@@ -66,18 +75,13 @@ def main(
     """Global descriptors of db and query images; the codebook is learned on the db images and kept
     in the output (attribute ``vlad_codebook``), so that images added later are described with the same one."""
     output = Path(output)
-    writer = H5Writer(output, ["global_descriptor"], recipe_of(features, db_names, clusters, samples_per_image),
-                      overwrite)
-    names = [n for n in dict.fromkeys([*db_names, *query_names]) if n not in writer.done]
-    if not names:
-        return output
-    stored = None
-    if output.exists():
-        with h5py.File(output, "r") as existing:
-            stored = existing.attrs.get(CODEBOOK)
-    with h5py.File(features, "r") as fd, writer:
-        if stored is not None:
-            centres = torch.from_numpy(np.asarray(stored))
+    recipe = recipe_of(features, db_names, clusters, samples_per_image)
+    with H5Writer(output, ["global_descriptor"], recipe, overwrite) as writer, h5py.File(features, "r") as fd:
+        names = [n for n in dict.fromkeys([*db_names, *query_names]) if n not in writer.done]
+        if not names:
+            return output
+        if CODEBOOK in writer.attrs:  # images added later are described with the same codebook
+            centres = torch.from_numpy(np.asarray(writer.attrs[CODEBOOK]))
         else:
             generator = torch.Generator().manual_seed(0)
             samples = []
@@ -86,7 +90,7 @@ def main(
                 samples.append(desc[torch.randperm(len(desc), generator=generator)[:samples_per_image]])
             samples = torch.cat(samples)
             centres = kmeans(samples, min(clusters, len(samples)))
-            writer.write_attrs({"/": {CODEBOOK: centres.numpy()}})
+            writer.attrs[CODEBOOK] = centres.numpy()
         for name in tqdm(names, desc="retrieval", unit="img"):
             writer.write(name, {"global_descriptor": vlad(read_descriptors(fd, name), centres).numpy()})
     logger.info(f"Retrieval: VLAD-{len(centres)} descriptors of {len(names)} images in {output}")

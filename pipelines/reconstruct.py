@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fusion.features import extract, match
 from fusion.features.errors import CommandParser, run_cli
-from fusion.localization import reconstruction
+from fusion.localization import pipeline, reconstruction
 from fusion.localization.reference_models import load_model
 
 
@@ -31,7 +31,7 @@ def main(argv=None):
     parser.add_argument("--outputs", type=Path, required=True)
     parser.add_argument("--image-list", type=Path, help="only these images (names relative to --images)")
     parser.add_argument("--feature", default="fused_xfeat", choices=sorted(extract.confs))
-    parser.add_argument("--matcher", default="xfeat_mnn_strict", choices=sorted(match.confs),
+    parser.add_argument("--matcher", default=pipeline.DEFAULT_MATCHERS["mapping"], choices=sorted(match.confs),
                         help="default: mutual nearest neighbours above XFeat's own similarity threshold, 0.82")
     parser.add_argument("--checkpoint", type=Path, help="fused checkpoint for fused_xfeat")
     parser.add_argument("--max-keypoints", type=int)

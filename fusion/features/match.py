@@ -44,16 +44,9 @@ confs = {
 }
 
 
-def unique_new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str, str]]:
-    """Pairs without their reverse duplicates and without those already matched (either order)."""
-    seen, todo = set(), []
-    for a, b in pairs:
-        if (a, b) in seen or (b, a) in seen:
-            continue
-        seen.add((a, b))
-        if names_to_pair(a, b) not in done and names_to_pair(b, a) not in done:
-            todo.append((a, b))
-    return todo
+def new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str, str]]:
+    """Pairs not yet matched (in either order); ``read_pairs`` lists each pair once."""
+    return [(a, b) for a, b in pairs if names_to_pair(a, b) not in done and names_to_pair(b, a) not in done]
 
 
 def checked_state_attr(pairs: List[Tuple[str, str]]) -> str:
@@ -167,7 +160,7 @@ def main(
     reader_r = FeatureReader(features_ref) if features_ref else reader_q
     failures = []
     try:
-        todo = unique_new_pairs(pair_list, writer.done)
+        todo = new_pairs(pair_list, writer.done)
         state_attr, state = checked_state_attr(pair_list), features_state(features, Path(features_ref or features))
         state_recorded, outdated = False, []
         if writer.done:

@@ -77,6 +77,7 @@ def sift_map(images: Path, names, features: Path, out: Path) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     database = out / "database.db"
+    pycolmap.Database.open(database).close()
     pycolmap.import_images(database, images, pycolmap.CameraMode.AUTO, image_names=names)
     with pycolmap.Database.open(features) as source, pycolmap.Database.open(database) as target:
         for image in target.read_all_images():

@@ -187,11 +187,13 @@ def relaxed(options: pycolmap.IncrementalPipelineOptions) -> pycolmap.Incrementa
     return options
 
 
-def strongest_pairs(database: Path, exclude: set, count: int) -> List[Tuple[int, int]]:
-    """The ``count`` image pairs with the most verified matches that have an image outside ``exclude``."""
+def strongest_pairs(database: Path, exclude: set, count: int, min_inliers: int) -> List[Tuple[int, int]]:
+    """The ``count`` image pairs with the most verified matches (at least ``min_inliers``) that have an image
+    outside ``exclude``."""
     with pycolmap.Database.open(database) as db:
         pair_ids, inliers = db.read_two_view_geometry_num_inliers()
-    pairs = [pycolmap.pair_id_to_image_pair(pair_id) for pair_id in np.array(pair_ids)[np.argsort(inliers)[::-1]]]
+    order = np.argsort(inliers, kind="stable")[::-1]
+    pairs = [pycolmap.pair_id_to_image_pair(pair_ids[i]) for i in order if inliers[i] >= min_inliers]
     return [pair for pair in pairs if not set(pair) <= exclude][:count]
 
 
@@ -228,10 +230,13 @@ def map_images(database: Path, image_dir: Path, models_dir: Path, options: pycol
         if attempt("relaxed initialization", easier):
             return
         kept = {i for m in best.values() if m.num_reg_images() == size_of(best)[0] for i in m.reg_image_ids()}
-        for id1, id2 in strongest_pairs(database, kept, other_pairs):
+        with pycolmap.Database.open(database) as db:
+            names = {image.image_id: image.name for image in db.read_all_images()}
+        for id1, id2 in strongest_pairs(database, kept, other_pairs, options.min_num_matches):
             start = copy.deepcopy(easier)
             start.init_image_id1, start.init_image_id2 = id1, id2
-            if attempt(f"initial pair {id1}-{id2}", start):
+            start.init_num_trials = 2  # the mapper would start from the same pair again each trial
+            if attempt(f"initial pair {names[id1]} {names[id2]}", start):
                 return
         if best:
             largest = max(best, key=lambda i: (best[i].num_reg_images(), best[i].num_points3D()))

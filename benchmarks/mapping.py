@@ -15,11 +15,15 @@ k: ``numpy.random.default_rng(k)``, so the same subsets every run). Each is mapp
 Both share one camera among photos of the same size and EXIF camera (COLMAP's AUTO). Prints a
 markdown table (images registered in the largest model, per set and subset) and how often each
 registers every photo; writes OUT/result.json. Finished rows are re-used (delete OUT to start over).
+With ``--thread-runs N``, each full set's database is then mapped N times on one thread (fusion's
+setting) and on all cores, alternating: time and models of each run (OUT/threads-SET.json).
 """
 
 import argparse
 import json
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,7 +56,10 @@ def fusion_map(images: Path, names, out: Path, full: dict) -> dict:
     pair_path = write_pairs(pairs.exhaustive(names), out / "pairs.txt")
     matcher = pipeline.DEFAULT_MATCHERS["mapping"]
     match.main(match.confs[matcher], pair_path, full["features"], matches=full["matches"])  # all matched already
-    reconstruction.main(out / "sfm", images, pair_path, full["features"], full["matches"], image_list=names)
+    try:
+        reconstruction.main(out / "sfm", images, pair_path, full["features"], full["matches"], image_list=names)
+    except reconstruction.ReconstructionError as error:
+        return {"registered": 0, "points3D": 0, "attempts": [[str(error), 0]], "seconds": time.perf_counter() - start}
     record = json.loads((out / "sfm" / reconstruction.RECORD).read_text())
     return {"registered": record["statistics"]["registered_images"], "points3D": record["statistics"]["points3D"],
             "attempts": record["attempts"], "seconds": time.perf_counter() - start}
@@ -95,6 +102,25 @@ def sift_map(images: Path, names, features: Path, out: Path) -> dict:
     return {"registered": size[0], "points3D": size[1], "seconds": time.perf_counter() - start}
 
 
+def thread_timing(database: Path, images: Path, runs: int) -> list:
+    """The full set's mapping (COLMAP's defaults, seeded) on one thread and on all, alternating: seconds and the
+    largest model's (images, points) of each run."""
+    rows = []
+    for run in range(runs):
+        for threads in (1, -1):
+            options = reconstruction.mapping_options({"num_threads": threads})
+            with tempfile.TemporaryDirectory() as tmp:
+                shutil.copy(database, Path(tmp) / "database.db")
+                start = time.perf_counter()
+                with quiet_colmap(False):
+                    models = pycolmap.incremental_mapping(Path(tmp) / "database.db", images, tmp, options=options)
+                rows.append({"threads": threads, "run": run, "seconds": time.perf_counter() - start,
+                             "largest": reconstruction.size_of(models), "models": len(models)})
+            print(f"  threads {threads:2d}, run {run}: {rows[-1]['seconds']:.1f} s, {rows[-1]['models']} model(s), "
+                  f"largest {rows[-1]['largest']}", flush=True)
+    return rows
+
+
 def table(rows: list) -> str:
     lines = ["| set | photos | fusion | SIFT (pycolmap) | fusion's attempts |", "|---|---|---:|---:|---|"]
     for row in rows:
@@ -125,6 +151,8 @@ def main():
     parser.add_argument("--sets", nargs="+", default=["lund", "sceaux_castle"])
     parser.add_argument("--subsets", type=int, default=12)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_mapping")
+    parser.add_argument("--thread-runs", type=int, default=0,
+                        help="then map each full set's database this many times on one thread and on all (timing)")
     args = parser.parse_args()
     result_path = args.out / "result.json"
     done = json.loads(result_path.read_text()) if result_path.exists() else []
@@ -152,6 +180,11 @@ def main():
                   flush=True)
     print(table(rows))
     print(summary(rows))
+    for name in args.sets if args.thread_runs else []:
+        print(f"{name}, full set: mapping time by threads ({os.cpu_count()} cores)")
+        timing = thread_timing(args.out / name / "full" / "fusion" / "sfm" / "database.db", args.data / name,
+                               args.thread_runs)
+        (args.out / f"threads-{name}.json").write_text(json.dumps(timing, indent=1))
 
 
 if __name__ == "__main__":

@@ -287,4 +287,4 @@ def test_photos_that_do_not_overlap_give_no_model_and_say_why(tmp_path):
     assert result.returncode != 0
     assert last_line(result.stderr) == ("error: no model: 0 of 2 images registered; too few verified matches: none "
                                         "of 1 image pairs has 15 geometrically verified matches (best: 0); do the "
-                                        "photos overlap?")
+                                        "photos overlap? (tried: defaults, relaxed initialization)")

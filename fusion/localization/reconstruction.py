@@ -356,7 +356,8 @@ def main(
                 pycolmap.verify_matches(database, pair_path, verification)
                 models, attempts = map_images(database, image_dir, tmp / "models", options, len(image_ids))
         if not models:
-            raise ReconstructionError(why_no_model(database, relaxed(options), len(imported)))
+            tried = f" (tried: {', '.join(what for what, _ in attempts)})" if attempts else ""
+            raise ReconstructionError(why_no_model(database, relaxed(options), len(imported)) + tried)
         index, model = keep_largest(models, tmp, sfm_dir)
         stats = statistics(model, len(sizes))
         unregistered = sorted(set(image_ids) - {model.images[i].name for i in model.reg_image_ids()})

@@ -208,15 +208,17 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
     coloured by condition; a viewing direction on each camera, on the ground truth of a query that has one
     and else on its estimate; queries in ``failed`` (not localized, fallback poses) in black.
 
-    The view is framed on the reference and ground-truth cameras and the points near them (within
-    twice the median point-to-nearest-camera distance, 1-99% of each axis); points outside the frame
-    are left out. When the errors are too small to see at that scale, a zoomed inset shows the query
+    The view is framed on the reference and ground-truth cameras (and the estimates of localized queries
+    without ground truth) and the points near them (within twice the median point-to-nearest-camera
+    distance, 1-99% of each axis); points outside the frame are left out. When the errors are too small to see at that scale, a zoomed inset shows the query
     with the median error.
     """
     truth, estimates, conditions, failed = truth or {}, estimates or {}, conditions or {}, set(failed)
     points = np.zeros((0, 3)) if points is None else np.asarray(points, float).reshape(-1, 3)
     queries = list(dict.fromkeys([*truth, *estimates]))
-    basis, axis_labels, low, high = topdown_frame({**reference, **truth} or estimates, points, unit)
+    # the frame holds the estimates of queries without ground truth, not those that are off from theirs
+    estimated_only = {q: pose for q, pose in estimates.items() if q not in truth and q not in failed}
+    basis, axis_labels, low, high = topdown_frame({**reference, **truth, **estimated_only} or estimates, points, unit)
     span = float((high - low).max())
 
     flat_points = points @ basis.T

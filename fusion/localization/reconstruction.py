@@ -19,7 +19,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pycolmap
-from PIL import ExifTags, Image
 from tqdm import tqdm
 
 from ..features import extract, match
@@ -39,6 +38,7 @@ from ..features.provenance import (
 from . import figures, pairs, pipeline, report, retrieval
 from .fingerprints import names_fingerprint, pairs_fingerprint
 from .poses import pose_error, poses_from_model
+from .queries import exif_camera
 from .triangulation import COLMAP_PIXEL_OFFSET, quiet_colmap
 
 logger = logging.getLogger("fusion")
@@ -52,19 +52,6 @@ SEED = 0  # verification and mapping are seeded, so that a re-run gives the same
 
 class ReconstructionError(ValueError):
     """The photos gave no model (or too few could be used); the message says why."""
-
-
-def exif_camera(path: Path) -> tuple:
-    """The EXIF make, model and focal lengths of a photo (Nones where absent or unreadable)."""
-    try:
-        with Image.open(path) as image:
-            exif = image.getexif()
-            lens = exif.get_ifd(ExifTags.IFD.Exif)
-    except (OSError, SyntaxError, ValueError):
-        return (None,) * 4
-    focal, focal_35mm = lens.get(ExifTags.Base.FocalLength), lens.get(ExifTags.Base.FocalLengthIn35mmFilm)
-    return (exif.get(ExifTags.Base.Make), exif.get(ExifTags.Base.Model),
-            None if focal is None else float(focal), None if focal_35mm is None else float(focal_35mm))
 
 
 def camera_groups(image_dir: Path, sizes: Dict[str, Tuple[int, int]], camera_mode: str) -> List[List[str]]:

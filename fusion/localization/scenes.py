@@ -19,7 +19,7 @@ import pycolmap
 from ..features.io import list_images
 from .pairs import Pairs, from_covisibility, from_observations, from_poses
 from .poses import poses_from_model, read_poses
-from .queries import camera_from_image, read_query_list
+from .queries import camera_from_image, cameras_by_exif, read_query_list
 from .reference_models import (
     cameras_from_colmap_database,
     load_model,
@@ -286,8 +286,8 @@ def generic(images: Path, reference: Path, queries: Path, ground_truth: Optional
 
     ``queries`` is a folder of photos (anywhere: ``query_folder``) or a list file of ``name MODEL W H
     params...`` lines or bare names relative to ``images``. A bare name of a reference image keeps its
-    intrinsics and is held out of the reference; any other photo takes them from its EXIF focal length
-    or, without one, from its size (as COLMAP guesses them). Ground truth is a COLMAP model or a
+    intrinsics and is held out of the reference; any other photo takes the map's camera of its size and
+    EXIF camera, else its EXIF focal length or, without one, its size (``camera_from_image``). Ground truth is a COLMAP model or a
     ``name qw qx qy qz tx ty tz`` file. Without it, lengths are in the model's own units ("SfM units").
     """
     images, queries = Path(images), Path(queries)
@@ -295,13 +295,13 @@ def generic(images: Path, reference: Path, queries: Path, ground_truth: Optional
         raise FileNotFoundError(f"{images}: image folder not found")
     model = load_model(reference)
     cameras = {image.name: model.cameras[image.camera_id] for image in model.images.values()}
-    query_images = None
+    query_images, map_cameras = None, cameras_by_exif(model, images)
     if queries.is_dir():
         query_images, names = query_folder(images, queries)
         root = query_images or images
-        query_list = [(name, camera_from_image(root / name)) for name in names]
+        query_list = [(name, camera_from_image(root / name, map_cameras)) for name in names]
     else:
-        query_list = read_query_list(queries, cameras, images)
+        query_list = read_query_list(queries, cameras, images, map_cameras)
     query_names = {name for name, _ in query_list}
     guessed = frozenset(name for name, camera in query_list if name not in cameras and not camera.has_prior_focal_length)
     if guessed:

@@ -210,8 +210,8 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
 
     The view is framed on the reference and ground-truth cameras (and the estimates of localized queries
     without ground truth) and the points near them (within twice the median point-to-nearest-camera
-    distance, 1-99% of each axis); points outside the frame are left out. When the errors are too small to see at that scale, a zoomed inset shows the query
-    with the median error.
+    distance, 1-99% of each axis); points outside the frame are left out. When the errors are too small
+    to see at that scale, a zoomed inset shows the query with the median error.
     """
     truth, estimates, conditions, failed = truth or {}, estimates or {}, conditions or {}, set(failed)
     points = np.zeros((0, 3)) if points is None else np.asarray(points, float).reshape(-1, 3)

@@ -168,7 +168,6 @@ def run(
     cameras = dict(scene.queries)
     for group, names in scene.query_groups.items():  # per-condition query lists, as hloc writes them
         write_query_list([(n, cameras[n]) for n in names], outputs / f"{group}_queries_with_intrinsics.txt")
-    names = scene.db_names + scene.query_names
     features = features_path(outputs, feature_conf, backend)
     if backend == "hloc":
         from hloc import extract_features, localize_sfm, match_features

@@ -62,6 +62,8 @@ def main(argv=None):
               f"deg, max {report['max_rotation_error_deg']:.3f} deg")
     if out["skipped"]:
         print(f"skipped {len(out['skipped'])} image(s) that could not be read:\n  " + "\n  ".join(out["skipped"]))
+    if out["advice"]:
+        print(f"warning: {out['advice']}")
 
 
 if __name__ == "__main__":

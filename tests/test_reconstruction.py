@@ -139,6 +139,7 @@ def test_a_map_of_under_half_of_the_photos_says_what_was_tried_and_what_to_do(de
     warning = next(r.message for r in caplog.records if r.message.startswith("only 2 of 5 images registered"))
     assert "(images registered by defaults: " in warning
     assert "--camera-mode single" in warning and "--matcher lighterglue" in warning
+    assert out["advice"] == warning  # reconstruct.py prints it again as its last line
     caplog.clear()
     reconstruction.run(images, tmp_path, image_list=chosen)
     again = [r.message for r in caplog.records if r.levelname == "WARNING" and "earlier result" in r.message]

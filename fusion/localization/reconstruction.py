@@ -464,7 +464,8 @@ def run(
 ) -> dict:
     """Photos in ``images`` to a model in ``outputs/sfm``; returns the model, its statistics and paths.
 
-    Images that cannot be decoded are skipped and listed in ``skipped``.
+    Images that cannot be decoded are skipped and listed in ``skipped``; ``advice`` is the line that says
+    what to do when fewer than half of the photos were registered (else None).
     """
     if feature not in extract.confs or matcher not in match.confs:
         raise ValueError(f"unknown feature {feature!r} or matcher {matcher!r}; "
@@ -499,7 +500,8 @@ def run(
     model = main(sfm_dir, images, pair_path, features, matches, camera_mode, verbose, usable,
                  {"camera_model": camera_model}, mapper_options, overwrite)
     timer.lap("verify and map")
-    stats = json.loads((sfm_dir / RECORD).read_text())["statistics"]
+    record = json.loads((sfm_dir / RECORD).read_text())
+    stats = record["statistics"]
     picture = figures.plot_reconstruction(model, outputs / "reconstruction.png")
     timer.lap("picture")
     settings = {"images": str(images), "feature": feature_conf, "matcher": matcher_conf, "pairs": pairs,
@@ -508,4 +510,5 @@ def run(
     page = report.reconstruction_report(outputs, model, stats, settings, {"cameras and 3D points": picture},
                                         timer.steps, skipped)
     return {"model": model, "sfm": sfm_dir, "statistics": stats, "features": features, "pairs": pair_path,
-            "matches": matches, "picture": picture, "skipped": skipped, "report_html": page}
+            "matches": matches, "picture": picture, "skipped": skipped, "report_html": page,
+            "advice": advice(stats, record.get("attempts", [])) if too_few(stats) else None}

@@ -54,6 +54,17 @@ def test_herzjesu_reconstructed_without_poses_matches_the_ground_truth(tmp_path)
     assert report["max_rotation_error_deg"] < 1.0
 
 
+def test_sceaux_castle_photos_all_register_with_their_camera(tmp_path):
+    """Real photos as a user brings them (EXIF, 2832x2128, trees and sky): every photo in one map, the same map
+    on every run, the focal length near the calibrated one (K.txt: 2905.88 px)."""
+    root = shared_path("photos", "sceaux_castle")
+    out = reconstruction.run(root, tmp_path)
+    assert out["statistics"]["registered_images"] == 11 and out["advice"] is None
+    assert out["model"].cameras[1].focal_length == pytest.approx(2905.88, rel=0.05)
+    again = reconstruction.main(tmp_path / "again", root, out["pairs"], out["features"], out["matches"])
+    assert again.num_points3D() == out["statistics"]["points3D"]
+
+
 FULL_FRAME_DIAGONAL = np.hypot(36, 24)  # mm
 
 

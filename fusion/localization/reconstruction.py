@@ -155,7 +155,7 @@ def incremental_mapping(database: Path, image_dir: Path, models_dir: Path, optio
 
 def mapping_options(mapper_options: Optional[dict]) -> pycolmap.IncrementalPipelineOptions:
     """COLMAP's defaults, seeded and on one thread: with more, the same inputs gave different models (2 or 9 of
-    9 images registered); one thread was 1.0-1.1x as long (README, Measured); ``mapper_options`` on top."""
+    9 images registered), and on 2 cores one thread maps as fast (README, Measured); ``mapper_options`` on top."""
     options = pycolmap.IncrementalPipelineOptions()
     options.random_seed = SEED
     options.num_threads = 1
@@ -234,6 +234,8 @@ def map_images(database: Path, image_dir: Path, models_dir: Path, options: pycol
         best_dir.rename(models_dir)
     remove(work_dir)
     return best, attempts
+
+
 def keep_largest(models: Dict[int, pycolmap.Reconstruction], folder: Path,
                  sfm_dir: Path) -> Tuple[int, pycolmap.Reconstruction]:
     """Write the model with the most registered images (then points) to ``folder`` (which becomes

@@ -20,9 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ("provenance", "journal", "h5", "merge", "locks")
-MATCH_HELPERS = ("unique_new_pairs", "checked_state_attr", "features_state", "outdated_pairs")
+MATCH_HELPERS = ("new_pairs", "checked_state_attr", "features_state", "outdated_pairs")
 # the lines of match.main that keep resume state: what is done, what is outdated, the cached state of the features
-MATCH_MAIN_STATE = re.compile(r"\b(done|todo|state\w*|outdated|digests?|unique_new_pairs)\b")
+MATCH_MAIN_STATE = re.compile(r"\b(done|todo|state\w*|outdated|digests?|new_pairs)\b")
 
 
 def source(path: str, rev: str) -> str:

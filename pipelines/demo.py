@@ -12,14 +12,14 @@ from pathlib import Path
 from fusion.features import extract, match
 from fusion.features.errors import CommandParser, run_cli
 from fusion.features.locks import add_no_wait
-from fusion.localization import demo_scene
+from fusion.localization import demo_scene, pipeline
 
 
 def main(argv=None):
     parser = CommandParser(description=__doc__)
     parser.add_argument("--outputs", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--feature", default="fused_xfeat", choices=sorted(extract.confs))
-    parser.add_argument("--matcher", default="xfeat_mnn", choices=sorted(match.confs))
+    parser.add_argument("--matcher", default=pipeline.DEFAULT_MATCHERS["localization"], choices=sorted(match.confs))
     parser.add_argument("--num-db", type=int, default=20)
     parser.add_argument("--num-day", type=int, default=6)
     parser.add_argument("--num-night", type=int, default=4)

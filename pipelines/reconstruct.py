@@ -22,7 +22,7 @@ from pathlib import Path
 from fusion.features import extract, match
 from fusion.features.errors import CommandParser, run_cli
 from fusion.features.locks import add_no_wait
-from fusion.localization import reconstruction
+from fusion.localization import pipeline, reconstruction
 from fusion.localization.reference_models import load_model
 
 
@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--outputs", type=Path, required=True)
     parser.add_argument("--image-list", type=Path, help="only these images (names relative to --images)")
     parser.add_argument("--feature", default="fused_xfeat", choices=sorted(extract.confs))
-    parser.add_argument("--matcher", default="xfeat_mnn_strict", choices=sorted(match.confs),
+    parser.add_argument("--matcher", default=pipeline.DEFAULT_MATCHERS["mapping"], choices=sorted(match.confs),
                         help="default: mutual nearest neighbours above XFeat's own similarity threshold, 0.82")
     parser.add_argument("--checkpoint", type=Path, help="fused checkpoint for fused_xfeat")
     parser.add_argument("--max-keypoints", type=int)
@@ -64,6 +64,8 @@ def main(argv=None):
               f"deg, max {report['max_rotation_error_deg']:.3f} deg")
     if out["skipped"]:
         print(f"skipped {len(out['skipped'])} image(s) that could not be read:\n  " + "\n  ".join(out["skipped"]))
+    if out["advice"]:
+        print(f"warning: {out['advice']}")
 
 
 if __name__ == "__main__":

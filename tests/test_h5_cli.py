@@ -134,3 +134,35 @@ def test_cli_exit_code_and_failure_list(tmp_path, image_folder):
     result = subprocess.run([sys.executable, "-m", "fusion.match", "--pairs", str(pairs), "--features", str(out),
                              "--output", str(tmp_path / "m.h5")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_ctrl_c_is_one_line_saying_how_far_it_got_and_how_to_resume(tmp_path, photo_rgb):
+    """SIGINT (Ctrl-C) in the middle of an extraction: exit 130, no traceback, one line; the same command resumes."""
+    import os
+    import re
+    import signal
+
+    images = tmp_path / "images"
+    images.mkdir()
+    small = cv2.resize(photo_rgb, (256, 300))
+    for i in range(24):
+        cv2.imwrite(str(images / f"{i:02d}.jpg"), np.ascontiguousarray(np.roll(small, 7 * i, axis=1)[:, :, ::-1]))
+    command = [sys.executable, "-m", "fusion.extract", "--conf", "xfeat", "--images", str(images),
+               "--output", str(tmp_path / "f.h5")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    seen = b""
+    while not re.search(rb"extract: .*\b([2-9]|\d\d)/24", seen):  # a few images written
+        chunk = os.read(process.stderr.fileno(), 4096)
+        assert chunk, seen.decode()[-500:]
+        seen += chunk
+    process.send_signal(signal.SIGINT)
+    stderr = (seen + process.stderr.read()).decode()
+    assert process.wait(timeout=60) == 130
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    done = re.fullmatch(r"interrupted: (\d+) of 24 done \(extract\); run the same command to resume", last)
+    assert done, last
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0
+    kept = int(re.search(r"Features: (\d+) of 24 images already in", resumed.stderr).group(1))
+    assert 2 <= int(done.group(1)) <= kept < 24

@@ -2,6 +2,8 @@
 
 import json
 import pickle
+import re
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -14,7 +16,7 @@ from fusion.localization.localize import result_name
 from fusion.localization.poses import pose_error, read_poses, write_poses
 from fusion.localization.recall import evaluate, recall_stats
 from fusion.localization.reference_models import model_from_poses
-from fusion.localization.report import query_rows
+from fusion.localization.report import gallery_figure, query_rows
 
 
 def test_demo_scene_localizes_day_queries(small_demo):
@@ -134,6 +136,34 @@ def test_pnp_estimates_the_focal_length_of_queries_without_intrinsics(small_demo
         rotation, position = errors[name]
         assert rotation < 2.0 and position < 1.0
         assert position < errors_of_the_guess[name][1] / 2
+
+
+def test_the_report_draws_each_query_with_the_focal_length_pnp_estimated(small_demo, tmp_path):
+    """The worst-queries figure reprojects with PnP's focal length, not the guess it started from (which showed
+    a good localization as a failure: a handful of matches agreeing)."""
+    scene, out = small_demo
+    names = scene.query_groups["day"]
+    truth = dict(scene.queries)
+    width, height = truth[names[0]].width, truth[names[0]].height
+    guess = pycolmap.Camera(model="SIMPLE_RADIAL", width=width, height=height,
+                            params=np.array([1.2 * max(width, height), width / 2, height / 2, 0.0]))
+    guessed = replace(scene, queries=[(n, guess if n in names else c) for n, c in scene.queries],
+                      guessed_focal=frozenset(names))
+    results = localize.main(out["model"], guessed.queries, out["loc_pairs"], out["features"], out["matches"],
+                            tmp_path / "results.txt", name_style=scene.name_style, guessed_focal=names)
+    run = {**out, "results": results}
+    rows = {row.name: row for row in query_rows(guessed, run)}
+    estimates = read_poses(results)
+
+    def agreeing(row):
+        _, detail = gallery_figure(guessed, run, row, estimates[row.result_name], tmp_path / "worst.jpg", 12.0)
+        agree, total = re.search(r"(\d+) of (\d+) 2D-3D matches agree", detail).groups()
+        return int(agree) / int(total)
+
+    for name in names:
+        assert rows[name].estimated_focal_length == pytest.approx(truth[name].mean_focal_length(), rel=0.1)
+        shown = agreeing(rows[name])
+        assert shown > 0.5 and shown > 3 * agreeing(replace(rows[name], estimated_focal_length=None)), name
 
 
 def test_hloc_backend_gives_the_same_poses(small_demo, tmp_path):

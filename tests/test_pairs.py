@@ -168,3 +168,24 @@ def test_vlad_kmeans_block_by_block_equals_the_loop_over_clusters():
         assert torch.allclose(kmeans(samples, 16, block=block), reference, atol=1e-5)
     moved = (kmeans(samples, 16) @ directions.T).max(1).values
     assert moved.min() > 0.9  # every centre converged onto a cluster of the samples
+
+
+def test_a_pair_is_one_line_whatever_the_order_of_its_names(tmp_path):
+    """Covisibility lists most pairs both ways: the file keeps each once, so matching and verification count alike."""
+    from fusion.features.io import read_pairs, write_pairs
+
+    path = write_pairs([("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("a", "b"), ("b", "c")], tmp_path / "p.txt")
+    assert path.read_text() == "a b\na c\nb c\n"
+    (tmp_path / "theirs.txt").write_text("q d1\nd1 q\nq d2\n")
+    assert read_pairs(tmp_path / "theirs.txt") == [("q", "d1"), ("q", "d2")]
+
+
+def test_the_demo_verifies_the_pairs_it_matched(small_demo):
+    """The demo's reference pairs file lists each pair once (its log said 72 pairs to match, then 120 to verify)."""
+    from fusion.features.io import read_pairs
+
+    _, out = small_demo
+    pair_file = next(out["sfm"].parent.glob("pairs-db-covis*.txt"))
+    lines = pair_file.read_text().splitlines()
+    assert len(lines) == len({frozenset(line.split()) for line in lines}) == len(read_pairs(pair_file))
+    assert out["model"].num_points3D() > 0

@@ -2,8 +2,11 @@
 
 import argparse
 import logging
+import signal
 import sys
 from typing import Callable, List, Optional
+
+from tqdm import tqdm
 
 logger = logging.getLogger("fusion")
 
@@ -40,10 +43,33 @@ def finish_batch(what: str, failures: List[str], total: int, raise_on_failure: b
     logger.warning(str(error))
 
 
+def interrupt_message(bars: List[tuple]) -> str:
+    """What Ctrl-C stopped (the newest progress bar open then: its name, items done and total) and how to go on."""
+    if not bars:
+        return "interrupted; run the same command to resume"
+    _, name, done, total = max(bars)
+    return f"interrupted: {done} of {total if total is not None else '?'} done ({name}); run the same command to resume"
+
+
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a CLI entry point; expected errors become one line on stderr and a non-zero exit."""
+    """Run a CLI entry point; expected errors become one line on stderr and a non-zero exit.
+
+    Ctrl-C is one line too (exit 130): every output is written to resume, so it says how far the
+    running step got and that the same command goes on from there.
+    """
+    open_bars: List[tuple] = []
+
+    def on_interrupt(signum, frame):
+        # the bars close while the interrupt unwinds: note them before it does
+        open_bars[:] = [(bar.start_t, bar.desc, bar.n, bar.total) for bar in list(tqdm._instances)]
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
         main()
+    except KeyboardInterrupt:
+        print(f"\n{interrupt_message(open_bars)}", file=sys.stderr)
+        sys.exit(130)
     except BatchError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -113,7 +113,9 @@ class PreparedImages(torch.utils.data.Dataset):
             tensor, original_size = prepare_image(path, self.preprocessing)
         except Exception as error:  # reported with the batch's failures, the others go on
             return {"name": name, "error": str(error)}
-        return {"name": name, "image": tensor, "original_size": original_size, "source": source}
+        # a numpy array goes through the worker's pipe; a tensor would pass a file descriptor over a socket,
+        # whose server thread prints a traceback when Ctrl-C interrupts the main process during the hand-over
+        return {"name": name, "image": tensor.numpy(), "original_size": original_size, "source": source}
 
 
 def output_spec(conf: dict) -> dict:
@@ -230,7 +232,7 @@ def main(
             try:
                 if "error" in item:
                     raise ImageError(item["error"])
-                pred, attrs = features_of(model, item["image"], item["original_size"], as_half)
+                pred, attrs = features_of(model, torch.from_numpy(item["image"]), item["original_size"], as_half)
             except Exception as error:  # a bad image must not stop the batch
                 failures.append(f"{item['name']}: {error}")
                 continue

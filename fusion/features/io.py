@@ -120,8 +120,20 @@ def names_to_pair(name0: str, name1: str) -> str:
     return "/".join((name0.replace("/", "-"), name1.replace("/", "-")))
 
 
+def unique_pairs(pairs) -> List[Tuple[str, str]]:
+    """Each pair once, in the order of its first line, whatever the order of its two names (hloc's
+    covisibility pairs list most pairs both ways)."""
+    seen, unique = set(), []
+    for a, b in pairs:
+        key = (a, b) if a <= b else (b, a)
+        if key not in seen:
+            seen.add(key)
+            unique.append((a, b))
+    return unique
+
+
 def read_pairs(path: Path) -> List[Tuple[str, str]]:
-    """Pairs ``name0 name1`` per line (hloc's pairs format)."""
+    """Pairs ``name0 name1`` per line (hloc's pairs format), each pair once (``unique_pairs``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pairs file not found")
@@ -138,11 +150,13 @@ def read_pairs(path: Path) -> List[Tuple[str, str]]:
         pairs.append((words[0], words[1]))
     if not pairs:
         raise ValueError(f"{path}: pairs file has no pairs")
-    return pairs
+    return unique_pairs(pairs)
 
 
 def write_pairs(pairs: List[Tuple[str, str]], path: Path) -> Path:
+    """One line per pair (``unique_pairs``)."""
     path = Path(path)
+    pairs = unique_pairs(pairs)
     spaced = [name for pair in pairs for name in pair if any(c.isspace() for c in name)]
     if spaced:
         raise ValueError(f"{path}: image names with spaces are not supported (hloc's pairs format splits on "

@@ -41,16 +41,9 @@ confs = {
 }
 
 
-def unique_new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str, str]]:
-    """Pairs without their reverse duplicates and without those already matched (either order)."""
-    seen, todo = set(), []
-    for a, b in pairs:
-        if (a, b) in seen or (b, a) in seen:
-            continue
-        seen.add((a, b))
-        if names_to_pair(a, b) not in done and names_to_pair(b, a) not in done:
-            todo.append((a, b))
-    return todo
+def new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str, str]]:
+    """Pairs not yet matched (in either order); ``read_pairs`` lists each pair once."""
+    return [(a, b) for a, b in pairs if names_to_pair(a, b) not in done and names_to_pair(b, a) not in done]
 
 
 def pair_input(feats0: Dict[str, torch.Tensor], feats1: Dict[str, torch.Tensor], device) -> Dict[str, torch.Tensor]:
@@ -126,7 +119,7 @@ def main(
     try:
         # also when nothing is left to do: a shard without pairs still gets its (empty) file
         with H5Writer(matches, MATCH_DATASETS, recipe_of(conf, features, features_ref), overwrite) as writer:
-            todo = unique_new_pairs(pair_list, writer.done)
+            todo = new_pairs(pair_list, writer.done)
             logger.info(f"Matches: {len(todo)} new pairs to match into {matches}")
             if shard:
                 writer.attrs[SHARD_ATTR] = f"{shard[0]}/{shard[1]}"

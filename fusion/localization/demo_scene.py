@@ -284,7 +284,7 @@ def generate(root: Path, num_db: int = 20, num_day: int = 6, num_night: int = 4,
     return root
 
 
-def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = "xfeat_mnn", num_db: int = 20,
+def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = pipeline.DEFAULT_MATCHERS["localization"], num_db: int = 20,
         num_day: int = 6, num_night: int = 4, size=(640, 480), num_loc_pairs: int = 10,
         overwrite: bool = False, seed: int = 0, num_buildings: int = 4, num_db_pairs: int = 6,
         device: str = "auto") -> dict:
@@ -302,7 +302,7 @@ def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = "xfeat_mnn",
     out["topdown"] = out["figures"]["top-down map"]
     query = scene.query_groups["night"][0] if scene.query_groups.get("night") else scene.query_names[0]
     estimate = read_poses(out["results"])[Path(query).name]
-    image = read_image(scene.images / query)
+    image = read_image(scene.image_path(query))
     out["matches_png"] = matches_figure(scene, out, query, estimate, image, outputs / "matches.png")
     out["reprojection_png"] = reprojection_figure(scene, out, query, estimate, image, outputs / "reprojection.png")
     out["figures"][f"{query} and its first retrieved image: matches checked against both poses"] = out["matches_png"]
@@ -324,7 +324,7 @@ def matches_figure(scene, out, query, estimate, image, path, max_error: float = 
     db_image = scene.reference.find_image_with_name(db_name)
     inliers = figures.epipolar_inliers(kq, kd, dict(scene.queries)[query], scene.reference.cameras[db_image.camera_id],
                                        estimate, db_image.cam_from_world(), max_error)
-    return figures.plot_matches(image, read_image(scene.images / db_name), kq, kd, inliers, path,
+    return figures.plot_matches(image, read_image(scene.image_path(db_name)), kq, kd, inliers, path,
                                 f"{query} (left) - {db_name}: {int(inliers.sum())} inliers / {len(inliers)} matches",
                                 labels=(f"agrees with both poses (epipolar error < {max_error:g} px)", "outlier"))
 

@@ -139,27 +139,28 @@ def centre(pose: pycolmap.Rigid3d) -> np.ndarray:
     return -pose.rotation.matrix().T @ np.asarray(pose.translation)
 
 
-def ground_axes(rotations: np.ndarray, centres: np.ndarray) -> Tuple[np.ndarray, Tuple[str, str]]:
-    """Two orthonormal horizontal axes (2, 3) for a view from above, and their labels.
+def ground_axes(rotations: np.ndarray, centres: np.ndarray, unit: str = "m",
+                world_axes: bool = True) -> Tuple[np.ndarray, Tuple[str, str]]:
+    """Two orthonormal horizontal axes (2, 3) for a view from above, and their labels (lengths in ``unit``).
 
     Up is the mean of the cameras' up directions (photos are taken upright). When it is close to a
-    world axis, the other two world axes are used (so ``x``/``y`` read as in the model); otherwise
-    the first axis follows the cameras' main direction.
+    world axis and ``world_axes`` (a model whose axes mean something), the other two world axes are
+    used (so ``x``/``y`` read as in the model); otherwise the first axis follows the cameras' main direction.
     """
     up = -np.mean(rotations[:, 1], axis=0)
     up /= np.linalg.norm(up) + 1e-12
     k = int(np.argmax(np.abs(up)))
-    if abs(up[k]) > 0.95:
+    if world_axes and abs(up[k]) > 0.95:
         a, b = (k + 1) % 3, (k + 2) % 3
         if up[k] < 0:
             a, b = b, a
-        return np.eye(3)[[a, b]], (f"{'xyz'[a]} [m]", f"{'xyz'[b]} [m]")
+        return np.eye(3)[[a, b]], (f"{'xyz'[a]} [{unit}]", f"{'xyz'[b]} [{unit}]")
     flat = centres - centres.mean(0)
     flat = flat - np.outer(flat @ up, up)
     along = np.linalg.svd(flat, full_matrices=False)[2][0] if np.abs(flat).max() > 0 else np.cross(up, np.eye(3)[k - 1])
     along = along - (along @ up) * up
     along /= np.linalg.norm(along)
-    return np.stack([along, np.cross(up, along)]), ("along the cameras [m]", "across [m]")
+    return np.stack([along, np.cross(up, along)]), (f"along the cameras [{unit}]", f"across [{unit}]")
 
 
 def scene_near_cameras(points: np.ndarray, centres: np.ndarray, samples: int = 20000) -> np.ndarray:
@@ -183,15 +184,17 @@ def pose_arrays(poses: Dict[str, pycolmap.Rigid3d], names: Iterable[str]):
     return np.array([centre(poses[n]) for n in names]).reshape(-1, 3), rotations
 
 
-def length_label(metres: float) -> str:
-    return f"{100 * metres:.1f} cm" if metres < 1 else f"{metres:.2f} m"
+def length_label(length: float, unit: str = "m") -> str:
+    if unit != "m":
+        return f"{length:.3g} {unit}"
+    return f"{100 * length:.1f} cm" if length < 1 else f"{length:.2f} m"
 
 
-def topdown_frame(poses: Dict[str, pycolmap.Rigid3d], points: np.ndarray):
+def topdown_frame(poses: Dict[str, pycolmap.Rigid3d], points: np.ndarray, unit: str = "m"):
     """Horizontal axes (2, 3), their labels, and the (low, high) corners of a map from above that holds the
     cameras and the points near them (1-99% of each axis), with a 6% margin."""
     centres, rotations = pose_arrays(poses, poses)
-    basis, labels = ground_axes(rotations, centres)
+    basis, labels = ground_axes(rotations, centres, unit)
     seen = scene_near_cameras(points, centres) @ basis.T
     extent = np.vstack([centres @ basis.T, *(np.percentile(seen, [1, 99], axis=0) if len(seen) else [])])
     low, high = extent.min(0), extent.max(0)
@@ -203,20 +206,23 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
                  truth: Optional[Dict[str, pycolmap.Rigid3d]] = None,
                  estimates: Optional[Dict[str, pycolmap.Rigid3d]] = None,
                  points: Optional[np.ndarray] = None, conditions: Optional[Dict[str, str]] = None,
-                 failed: Iterable[str] = (), title: str = "", max_points: int = 200000) -> Path:
-    """Map from above, in metres: 3D points, reference cameras, and per query its ground truth (o), its
-    estimate (x) and a segment between them, coloured by condition; queries in ``failed`` (not
-    localized, fallback poses) in black.
+                 failed: Iterable[str] = (), title: str = "", max_points: int = 200000, unit: str = "m") -> Path:
+    """Map from above (lengths in ``unit``: metres, or "SfM units" for a model without metric scale): 3D points,
+    reference cameras, and per query its ground truth (o), its estimate (x) and a segment between them,
+    coloured by condition; a viewing direction on each camera, on the ground truth of a query that has one
+    and else on its estimate; queries in ``failed`` (not localized, fallback poses) in black.
 
-    The view is framed on the reference and ground-truth cameras and the points near them (within
-    twice the median point-to-nearest-camera distance, 1-99% of each axis); points outside the frame
-    are left out. When the errors are too small to see at that scale, a zoomed inset shows the query
-    with the median error.
+    The view is framed on the reference and ground-truth cameras (and the estimates of localized queries
+    without ground truth) and the points near them (within twice the median point-to-nearest-camera
+    distance, 1-99% of each axis); points outside the frame are left out. When the errors are too small
+    to see at that scale, a zoomed inset shows the query with the median error.
     """
     truth, estimates, conditions, failed = truth or {}, estimates or {}, conditions or {}, set(failed)
     points = np.zeros((0, 3)) if points is None else np.asarray(points, float).reshape(-1, 3)
     queries = list(dict.fromkeys([*truth, *estimates]))
-    basis, axis_labels, low, high = topdown_frame({**reference, **truth} or estimates, points)
+    # the frame holds the estimates of queries without ground truth, not those that are off from theirs
+    estimated_only = {q: pose for q, pose in estimates.items() if q not in truth and q not in failed}
+    basis, axis_labels, low, high = topdown_frame({**reference, **truth, **estimated_only} or estimates, points, unit)
     span = float((high - low).max())
 
     flat_points = points @ basis.T
@@ -249,6 +255,12 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
             est = np.array([centre(estimates[q]) @ basis.T for q in names if q in estimates and q not in failed])
             if len(est):
                 ax.scatter(est[:, 0], est[:, 1], s=36, marker="x", c=colour, linewidths=1.3, zorder=5)
+            alone = [q for q in names if q in estimates and q not in failed and q not in truth]
+            if alone:  # no ground truth to show where the query looks: its estimate does
+                starts = np.array([centre(estimates[q]) @ basis.T for q in alone])
+                dirs = np.array([estimates[q].rotation.matrix()[2] @ basis.T for q in alone])
+                ax.add_collection(LineCollection(np.stack([starts, starts + tick * dirs], 1), colors=colour,
+                                                 linewidths=1.0, zorder=5))
         lost = np.array([centre(estimates[q]) @ basis.T for q in queries if q in estimates and q in failed])
         if len(lost):
             ax.scatter(lost[:, 0], lost[:, 1], s=36, marker="x", c="black", linewidths=1.3, zorder=5)
@@ -279,7 +291,10 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
                                  label="reference camera (line: viewing direction)")),
               (truth, Line2D([], [], ls="-", marker="o", mfc="none", mec="0.2", color="0.2",
                              label="query ground truth (line: viewing direction)")),
-              (set(estimates) - failed, Line2D([], [], ls="", marker="x", color="0.2", label="query estimate")),
+              (set(estimates) - failed - set(truth), Line2D([], [], ls="-", marker="x", color="0.2",
+                                                            label="query estimate (line: viewing direction)")),
+              (set(estimates) & set(truth) - failed, Line2D([], [], ls="", marker="x", color="0.2",
+                                                            label="query estimate")),
               (set(truth) & set(estimates), Line2D([], [], color="0.2", label="estimate to ground truth"))]
     handles = [handle for drawn, handle in layers if drawn]
     if failed & set(estimates):
@@ -288,7 +303,7 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
     for condition in condition_names:
         members = [q for q in queries if conditions.get(q, "queries") == condition]
         member_errors = [errors[q] for q in members if q in errors]
-        detail = f", median error {length_label(float(np.median(member_errors)))}" if member_errors else ""
+        detail = f", median error {length_label(float(np.median(member_errors)), unit)}" if member_errors else ""
         handles.append(Patch(color=colours[condition], label=f"{condition} ({len(members)}){detail}"))
     legend_ax = fig.add_subplot(grid[0, 1] if zoom else grid[:, 1])
     legend_ax.axis("off")
@@ -305,7 +320,7 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
         inset.set_aspect("equal")
         inset.locator_params(nbins=3)
         inset.tick_params(labelsize=7)
-        inset.set_title(f"zoom x{span / (2 * half):.0f} on {Path(target).name}:\nerror {length_label(errors[target])}",
+        inset.set_title(f"zoom x{span / (2 * half):.0f} on {Path(target).name}:\nerror {length_label(errors[target], unit)}",
                         fontsize=8)
         ax.indicate_inset([middle[0] - half, middle[1] - half, 2 * half, 2 * half], inset_ax=inset,
                           edgecolor="black", alpha=0.6)
@@ -313,42 +328,83 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
     return save_figure(fig, path)
 
 
-def plot_reconstruction(model: pycolmap.Reconstruction, path: Path, max_points: int = 30000) -> Path:
-    """A reconstruction from above and from the front: its 3D points in their colours and its cameras.
+def frustum_segments(model: pycolmap.Reconstruction, image_ids: Sequence[int], depth: float) -> np.ndarray:
+    """Edges (N, 8, 2, 3) of each image's viewing pyramid cut at ``depth``: centre to the four image corners,
+    and the rectangle between them, in world coordinates."""
+    segments = []
+    for image_id in image_ids:
+        image = model.images[image_id]
+        camera = model.cameras[image.camera_id]
+        corners = np.array([[0, 0], [camera.width, 0], [camera.width, camera.height], [0, camera.height]], float)
+        rays = np.hstack([camera.cam_from_img(corners), np.ones((4, 1))])
+        pose = image.cam_from_world()
+        world = (depth * rays - np.asarray(pose.translation)) @ pose.rotation.matrix()
+        centre_point = image.projection_center()
+        segments.append([(centre_point, corner) for corner in world]
+                        + [(world[k], world[(k + 1) % 4]) for k in range(4)])
+    return np.array(segments, float).reshape(-1, 8, 2, 3)
 
-    The model's frame is arbitrary, so "up" is taken as the mean of the cameras' up directions
-    (photos are mostly taken upright) and the horizontal axis as the main direction of travel.
+
+def plot_reconstruction(model: pycolmap.Reconstruction, path: Path, max_points: int = 50000,
+                        unit: str = "SfM units") -> Path:
+    """A reconstruction from above and from the side: its 3D points in their colours and its cameras as
+    frusta, each named when there are few; lengths in ``unit`` (a map from photos alone has no metric scale).
+
+    Up is the mean of the cameras' up directions (photos are mostly taken upright), the horizontal axis
+    the cameras' main direction (``ground_axes``). The view holds the cameras and what they look at
+    (``scene_near_cameras``, 1-99% along each axis), so that far, sparse points do not shrink it; the
+    figure takes the model's proportions.
     """
-    rotations = np.array([model.images[i].cam_from_world().rotation.matrix() for i in model.reg_image_ids()])
-    centres = np.array([model.images[i].projection_center() for i in model.reg_image_ids()])
+    image_ids = sorted(model.reg_image_ids())
+    rotations = np.array([model.images[i].cam_from_world().rotation.matrix() for i in image_ids]).reshape(-1, 3, 3)
+    centres = np.array([model.images[i].projection_center() for i in image_ids]).reshape(-1, 3)
     points = np.array([p.xyz for p in model.points3D.values()]).reshape(-1, 3)
     colours = np.array([p.color for p in model.points3D.values()]).reshape(-1, 3) / 255.0
-    up = -rotations[:, 1].mean(0)
-    up /= np.linalg.norm(up) + 1e-12
-    flat = (centres if len(centres) > 2 else points) - (centres.mean(0) if len(centres) else 0)
-    flat = flat - np.outer(flat @ up, up)
-    along = np.linalg.svd(flat, full_matrices=False)[2][0] if len(flat) > 1 else np.cross(up, [0, 0, 1.0])
-    along = along - (along @ up) * up
-    along /= np.linalg.norm(along) + 1e-12
-    across = np.cross(up, along)
     if len(points) > max_points:
         keep = np.random.default_rng(0).choice(len(points), max_points, replace=False)
         points, colours = points[keep], colours[keep]
-    if len(points):  # the 2-98% box of the points, so that a few far outliers do not shrink the view
-        low, high = np.percentile(points, [2, 98], axis=0)
-        inside = np.all((points >= low) & (points <= high), axis=1)
-        points, colours = points[inside], colours[inside]
-    extent = np.ptp(np.vstack([points, centres]), axis=0).max() if len(points) + len(centres) else 1.0
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), dpi=110)
-    for ax, (vertical, label) in zip(axes, ((across, "top view"), (up, "front view"))):
-        ax.scatter(points @ along, points @ vertical, s=1, c=colours, linewidths=0)
-        directions = rotations[:, 2]  # viewing directions in the world
-        ax.scatter(centres @ along, centres @ vertical, s=18, c="tab:red", marker="^", label="cameras", zorder=3)
-        ax.quiver(centres @ along, centres @ vertical, directions @ along, directions @ vertical, color="tab:red",
-                  angles="xy", scale_units="xy", scale=1 / (0.06 * extent), width=0.004, zorder=3)
+    (along, across), (along_label, across_label) = ground_axes(rotations, centres, unit, world_axes=False)
+    view = np.stack([along, across, np.cross(along, across)])  # the third: up
+    flat_points, flat_centres = points @ view.T, centres @ view.T
+    seen = scene_near_cameras(points, centres) @ view.T
+    box = np.vstack([flat_centres, *(np.percentile(seen, [1, 99], axis=0) if len(seen) else [])])
+    low, high = box.min(0), box.max(0)
+    margin = 0.05 * max(float((high - low).max()), 1e-9)
+    low, high = low - margin, high + margin
+    inside = np.all((flat_points >= low) & (flat_points <= high), axis=1)
+    flat_points, colours = flat_points[inside], colours[inside]
+    extent = high - low
+    spacing = np.sort(np.linalg.norm(centres[:, None] - centres[None], axis=-1), axis=1)[:, 1] if len(centres) > 1 else [0]
+    depth = float(np.clip(np.median(spacing), 0.015 * extent.max(), 0.05 * extent.max()))
+    frusta = frustum_segments(model, image_ids, depth) @ view.T
+    point_size = float(np.clip(20000 / max(len(flat_points), 1), 1.5, 8))
+
+    width = 10.0
+    heights = np.maximum(extent[[1, 2]] / extent[0] * width, 1.0)
+    fig, axes = plt.subplots(2, 1, figsize=(width + 1.2, float(heights.sum()) + 1.6), dpi=110,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, vertical, label, title in ((axes[0], 1, across_label, "from above"),
+                                       (axes[1], 2, f"up [{unit}]", "from the side")):
+        ax.scatter(flat_points[:, 0], flat_points[:, vertical], s=point_size, c=colours, linewidths=0,
+                   rasterized=True)
+        ax.add_collection(LineCollection(frusta[:, :, :, [0, vertical]].reshape(-1, 2, 2), colors="tab:red",
+                                         linewidths=0.7, alpha=0.8, zorder=3))
+        ax.scatter(flat_centres[:, 0], flat_centres[:, vertical], s=8, c="tab:red", zorder=4)
+        if vertical == 1 and len(image_ids) <= 40:
+            for image_id, (x, y) in zip(image_ids, flat_centres[:, :2]):
+                ax.annotate(Path(model.images[image_id].name).stem, (x, y), fontsize=7, color="darkred",
+                            xytext=(-4, -9), textcoords="offset points", zorder=5)
+        ax.set_xlim(low[0], high[0])
+        ax.set_ylim(low[vertical], high[vertical])
         ax.set_aspect("equal")
-        ax.set_title(label, fontsize=9)
-        ax.legend(fontsize=7, loc="best")
+        ax.set_xlabel(along_label)
+        ax.set_ylabel(label)
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.grid(alpha=0.25)
+    handles = [Line2D([], [], color="tab:red", marker="o", ms=3, label=f"camera and what it sees: {len(image_ids)}"),
+               Line2D([], [], ls="", marker="o", ms=4, color="0.4", label=f"3D point, in its colour: "
+                                                                        f"{model.num_points3D()}")]
+    axes[0].legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.85)
     fig.suptitle(f"{model.num_reg_images()} registered images, {model.num_points3D()} 3D points "
-                 f"(points in their colours, 2-98% of each axis; arrows: viewing directions)", fontsize=9)
+                 f"(framed on the cameras and what they see)", fontsize=10)
     return save_figure(fig, path)

@@ -185,6 +185,17 @@ def complete_hloc_results(results: Path, queries: Sequence[str], pairs: Path, mo
         pickle.dump(logs, fd)
 
 
+def estimated_camera(camera: pycolmap.Camera, focal_length: Optional[float]) -> pycolmap.Camera:
+    """``camera`` with the focal length PnP estimated for the query (its log's ``estimated_focal_length``), if any."""
+    if focal_length is None:
+        return camera
+    estimated = copy.copy(camera)
+    params = np.array(estimated.params)
+    params[estimated.focal_length_idxs()] = focal_length
+    estimated.params = params
+    return estimated
+
+
 def recipe_of(reference_fingerprint: str, queries_fingerprint: str, pairs: Path, features: Path, matches: Path,
               ransac_max_error: float, covisibility_clustering: bool, name_style: str,
               guessed_focal: Sequence[str] = ()) -> dict:

@@ -11,7 +11,7 @@ hloc's stores UNDEFINED two-view geometries, which pycolmap 4 skips (0 points).
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import pycolmap
 
@@ -20,7 +20,15 @@ from ..features.errors import CommandParser
 from ..features.h5 import H5Writer
 from ..features.io import read_pairs, write_pairs
 from ..features.locks import add_no_wait
-from ..features.provenance import check_reusable, fingerprint, input_fingerprint, make_recipe, replace_file, writing
+from ..features.provenance import (
+    check_reusable,
+    fingerprint,
+    input_fingerprint,
+    make_recipe,
+    read_recipe,
+    replace_file,
+    writing,
+)
 from . import localize, pairs, retrieval, triangulation
 from .fingerprints import model_fingerprint, names_fingerprint, queries_fingerprint
 from .poses import read_poses
@@ -31,7 +39,20 @@ from .scenes import Scene
 
 logger = logging.getLogger("fusion")
 BACKENDS = ("builtin", "hloc")
+# One default matcher per task, for every pipeline. Mapping: XFeat's own similarity threshold keeps photos
+# with nothing in common from the chance matches a fundamental matrix fits. Localizing: every mutual nearest
+# neighbour (more PnP inliers for hard queries; the map's pairs are not matched again, ``built_from``).
+DEFAULT_MATCHERS = {"mapping": "xfeat_mnn_strict", "localization": "xfeat_mnn"}
 FIRST_PASS_REPORT_DIR = "first_pass"  # --learn-stability: the plain pass's report.html and figures
+
+
+def built_from(scene: Scene, features: Path) -> bool:
+    """Whether the reference is a map fusion made from ``features`` (reconstruct.py), used unchanged: its 3D points
+    index these very keypoints, so matching its pairs and triangulating again would only make it anew."""
+    if scene.reference_path is None or scene.reference.num_points3D() == 0:
+        return False
+    recipe = read_recipe(scene.reference_path)
+    return bool(recipe) and recipe.get("kind") == "sfm" and recipe["inputs"].get("features") == input_fingerprint(features)
 
 
 def hloc_result_style(style: str) -> str:
@@ -101,7 +122,7 @@ def run(
     scene: Scene,
     outputs: Path,
     feature: str = "fused_xfeat",
-    matcher: str = "xfeat_mnn",
+    matcher: str = DEFAULT_MATCHERS["localization"],
     backend: str = "builtin",
     checkpoint: Optional[Path] = None,
     num_db_pairs: int = 20,
@@ -130,7 +151,6 @@ def run(
     cameras = dict(scene.queries)
     for group, names in scene.query_groups.items():  # per-condition query lists, as hloc writes them
         write_query_list([(n, cameras[n]) for n in names], outputs / f"{group}_queries_with_intrinsics.txt")
-    names = scene.db_names + scene.query_names
     features = features_path(outputs, feature_conf, backend)
     if backend == "hloc":
         from hloc import extract_features, localize_sfm, match_features
@@ -139,23 +159,23 @@ def run(
 
         register()
         with H5Writer(features, extract.FEATURE_DATASETS, features_recipe(feature_conf, backend), overwrite) as writer:
-            extract.check_sources(writer, scene.images, [n for n in names if n in writer.done])
-            todo = [n for n in names if n not in writer.done]
-            if todo:  # hloc writes them as a chunk of the file
-                chunk = writer.new_chunk()
-                extract_features.main(feature_conf, scene.images, image_list=todo, feature_path=chunk)
-                writer.add_chunk(chunk, extract.sources_of(scene.images, todo))
+            for folder, folder_names in scene.image_folders():
+                extract.check_sources(writer, folder, [n for n in folder_names if n in writer.done])
+                todo = [n for n in folder_names if n not in writer.done]
+                if todo:  # hloc writes them as a chunk of the file
+                    chunk = writer.new_chunk()
+                    extract_features.main(feature_conf, folder, image_list=todo, feature_path=chunk)
+                    writer.add_chunk(chunk, extract.sources_of(folder, todo))
     else:
-        extract.main(feature_conf, scene.images, image_list=names, feature_path=features, overwrite=overwrite,
-                     raise_on_failure=False, device=device)
+        for index, (folder, folder_names) in enumerate(scene.image_folders()):  # one file: afresh once
+            extract.main(feature_conf, folder, image_list=folder_names, feature_path=features,
+                         overwrite=overwrite and index == 0, raise_on_failure=False, device=device)
     timer.lap("extract features")
-    matches_recipe = match.recipe_of(matcher_conf, features, None)
-    matches_recipe["conf"]["writer"] = backend
-    matches = named(outputs, f"matches-{matcher}", matches_recipe, ".h5")
+    matches, matches_recipe = matches_path(outputs, matcher, matcher_conf, features, backend)
     if backend == "hloc":
         def match_pairs(pair_path, overwrite):
             with H5Writer(matches, match.MATCH_DATASETS, matches_recipe, overwrite) as writer:
-                todo = match.unique_new_pairs(read_pairs(pair_path), writer.done)
+                todo = match.new_pairs(read_pairs(pair_path), writer.done)
                 if todo:  # hloc writes them as a chunk of the file
                     chunk = writer.new_chunk()
                     match_features.main(matcher_conf, write_pairs(todo, chunk.with_suffix(".txt")), features, matches=chunk)
@@ -165,21 +185,26 @@ def run(
             match.main(matcher_conf, pair_path, features, matches=matches, overwrite=overwrite,
                        raise_on_failure=False, device=device)
 
-    reference_id = model_fingerprint(scene.reference)
-    sfm_pairs = db_pairs(scene, reference_id, outputs, num_db_pairs, overwrite)
-    match_pairs(sfm_pairs, overwrite)
-    timer.lap("match reference pairs")
-    sfm_recipe = triangulation.recipe_of(reference_id, sfm_pairs, features, matches, 4.0, None)
-    sfm_dir = named(outputs, "sfm", sfm_recipe)
-    model = triangulation.main(sfm_dir, scene.reference, scene.images, sfm_pairs, features, matches,
-                               overwrite=overwrite, reference_id=reference_id)
-    timer.lap("triangulate")
+    if built_from(scene, features):
+        sfm_dir, model, sfm_id = scene.reference_path, scene.reference, input_fingerprint(scene.reference_path)
+        logger.info(f"Reference: {sfm_dir} was built from {features.name}: its {model.num_points3D()} 3D points are "
+                    "used as they are (no reference pair matched or triangulated again)")
+    else:
+        reference_id = model_fingerprint(scene.reference)
+        sfm_pairs = db_pairs(scene, reference_id, outputs, num_db_pairs, overwrite)
+        match_pairs(sfm_pairs, overwrite)
+        timer.lap("match reference pairs")
+        sfm_recipe = triangulation.recipe_of(reference_id, sfm_pairs, features, matches, 4.0, None)
+        sfm_dir, sfm_id = named(outputs, "sfm", sfm_recipe), fingerprint(sfm_recipe)
+        model = triangulation.main(sfm_dir, scene.reference, scene.images, sfm_pairs, features, matches,
+                                   overwrite=overwrite, reference_id=reference_id)
+        timer.lap("triangulate")
     loc_pairs = query_pairs(scene, features, outputs, num_loc_pairs, overwrite)
     timer.lap("query pairs (retrieval)")
     match_pairs(loc_pairs, False)  # the same file: its reference pairs stay
     timer.lap("match queries")
     style = hloc_result_style(scene.name_style) if backend == "hloc" else scene.name_style
-    results_recipe = localize.recipe_of(fingerprint(sfm_recipe), queries_fingerprint(scene.queries), loc_pairs, features,
+    results_recipe = localize.recipe_of(sfm_id, queries_fingerprint(scene.queries), loc_pairs, features,
                                         matches, ransac_max_error, covisibility_clustering, style,
                                         sorted(scene.guessed_focal))
     results_recipe["conf"]["backend"] = backend
@@ -197,7 +222,7 @@ def run(
                 Path(f"{tmp}_logs.pkl").replace(f"{results}_logs.pkl")
     else:
         localize.main(model, scene.queries, loc_pairs, features, matches, results, ransac_max_error,
-                      covisibility_clustering, style, overwrite=overwrite, reference_id=fingerprint(sfm_recipe),
+                      covisibility_clustering, style, overwrite=overwrite, reference_id=sfm_id,
                       guessed_focal=scene.guessed_focal)
     timer.lap("localize")
     out = {"features": features, "sfm": sfm_dir, "results": results, "model": model, "loc_pairs": loc_pairs,
@@ -268,11 +293,21 @@ def features_path(outputs: Path, feature_conf: dict, backend: str = "builtin") -
     return named(outputs, feature_conf["output"], features_recipe(feature_conf, backend), ".h5")
 
 
+def matches_path(outputs: Path, matcher: str, matcher_conf: dict, features: Path,
+                 backend: str = "builtin") -> Tuple[Path, dict]:
+    """The matches file of ``matcher`` over ``features`` in ``outputs``, and its recipe (named the same way by
+    reconstruction: a localization in its outputs with its matcher matches no reference pair again)."""
+    recipe = match.recipe_of(matcher_conf, features, None)
+    if backend != "builtin":
+        recipe["conf"]["writer"] = backend
+    return named(outputs, f"matches-{matcher}", recipe, ".h5"), recipe
+
+
 def pipeline_parser(description: str, outputs: str) -> CommandParser:
     parser = CommandParser(description=description)
     parser.add_argument("--outputs", type=Path, default=Path(outputs))
     parser.add_argument("--feature", default="fused_xfeat", choices=sorted(extract.confs))
-    parser.add_argument("--matcher", default="xfeat_mnn", choices=sorted(match.confs))
+    parser.add_argument("--matcher", default=DEFAULT_MATCHERS["localization"], choices=sorted(match.confs))
     parser.add_argument("--checkpoint", type=Path, help="fused checkpoint for fused_xfeat")
     parser.add_argument("--max-keypoints", type=int, help="keypoints per image (default: the feature conf's)")
     parser.add_argument("--learn-stability", action="store_true",

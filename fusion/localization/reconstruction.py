@@ -10,6 +10,7 @@ pairs (exhaustive for small sets, VLAD retrieval otherwise, or a pairs file), ma
 and a picture of the cameras and points.
 """
 
+import copy
 import json
 import logging
 from collections import Counter
@@ -18,17 +19,26 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pycolmap
-from PIL import ExifTags, Image
 from tqdm import tqdm
 
 from ..features import extract, match
 from ..features.errors import BatchError
 from ..features.h5 import FeatureReader, MatchReader
-from ..features.io import list_images, read_image_list, read_pairs, write_pairs
-from ..features.provenance import check_reusable, fingerprint, git_commit, input_fingerprint, make_recipe, read_recipe, writing
+from ..features.io import list_images, read_image_list, read_pairs, unique_pairs, write_pairs
+from ..features.provenance import (
+    check_reusable,
+    fingerprint,
+    git_commit,
+    input_fingerprint,
+    make_recipe,
+    read_recipe,
+    remove,
+    writing,
+)
 from . import figures, pairs, pipeline, report, retrieval
 from .fingerprints import names_fingerprint, pairs_fingerprint
 from .poses import pose_error, poses_from_model
+from .queries import exif_camera
 from .triangulation import COLMAP_PIXEL_OFFSET, quiet_colmap
 
 logger = logging.getLogger("fusion")
@@ -42,19 +52,6 @@ SEED = 0  # verification and mapping are seeded, so that a re-run gives the same
 
 class ReconstructionError(ValueError):
     """The photos gave no model (or too few could be used); the message says why."""
-
-
-def exif_camera(path: Path) -> tuple:
-    """The EXIF make, model and focal lengths of a photo (Nones where absent or unreadable)."""
-    try:
-        with Image.open(path) as image:
-            exif = image.getexif()
-            lens = exif.get_ifd(ExifTags.IFD.Exif)
-    except (OSError, SyntaxError, ValueError):
-        return (None,) * 4
-    focal, focal_35mm = lens.get(ExifTags.Base.FocalLength), lens.get(ExifTags.Base.FocalLengthIn35mmFilm)
-    return (exif.get(ExifTags.Base.Make), exif.get(ExifTags.Base.Model),
-            None if focal is None else float(focal), None if focal_35mm is None else float(focal_35mm))
 
 
 def camera_groups(image_dir: Path, sizes: Dict[str, Tuple[int, int]], camera_mode: str) -> List[List[str]]:
@@ -93,7 +90,7 @@ def import_features_and_matches(database: Path, image_ids: Dict[str, int], pair_
                                 matches: Path) -> List[Tuple[str, str]]:
     """Keypoints of every image and raw matches of every pair; returns the pairs written."""
     feature_reader, match_reader = FeatureReader(features), MatchReader(matches)
-    written, seen, missing = [], set(), []
+    written, missing = [], []
     try:
         with pycolmap.Database.open(database) as db:
             for name, image_id in image_ids.items():
@@ -101,10 +98,6 @@ def import_features_and_matches(database: Path, image_ids: Dict[str, int], pair_
             for name0, name1 in pair_list:
                 if name0 not in image_ids or name1 not in image_ids or name0 == name1:
                     continue
-                key = frozenset((name0, name1))
-                if key in seen:
-                    continue
-                seen.add(key)
                 try:
                     pair_matches = match_reader.matches(name0, name1)[0]
                 except KeyError:
@@ -139,24 +132,108 @@ def why_no_model(database: Path, options: pycolmap.IncrementalPipelineOptions, n
     return f"no model: 0 of {num_images} images registered; {reason}"
 
 
-def incremental_mapping(database: Path, image_dir: Path, models_dir: Path,
-                        options: pycolmap.IncrementalPipelineOptions, num_images: int):
-    """pycolmap's incremental mapping, with a progress bar per model."""
+def incremental_mapping(database: Path, image_dir: Path, models_dir: Path, options: pycolmap.IncrementalPipelineOptions,
+                        num_images: int, attempt: str, input_path: Optional[Path] = None):
+    """pycolmap's incremental mapping into ``models_dir``, with a progress bar per model."""
     bars = []
 
     def new_model():
         if bars:
             bars[-1].close()
-        bars.append(tqdm(total=num_images, desc=f"mapping (model {len(bars)})", unit="img"))
+        bars.append(tqdm(total=num_images, desc=f"mapping ({attempt}, model {len(bars)})", unit="img"))
         bars[-1].update(2)
 
+    models_dir.mkdir(parents=True)
     try:
         return pycolmap.incremental_mapping(database, image_dir, models_dir, options=options,
-                                            initial_image_pair_callback=new_model,
-                                            next_image_callback=lambda: bars[-1].update(1))
+                                            input_path=input_path or "", initial_image_pair_callback=new_model,
+                                            next_image_callback=lambda: bars[-1].update(1) if bars else None)
     finally:
         for bar in bars:
             bar.close()
+
+
+def mapping_options(mapper_options: Optional[dict]) -> pycolmap.IncrementalPipelineOptions:
+    """COLMAP's defaults, seeded and on one thread: with more, the same inputs gave different models (2 or 9 of
+    9 images registered), and on 2 cores one thread maps as fast (README, Measured); ``mapper_options`` on top."""
+    options = pycolmap.IncrementalPipelineOptions()
+    options.random_seed = SEED
+    options.num_threads = 1
+    options.mergedict(mapper_options or {})
+    return options
+
+
+def relaxed(options: pycolmap.IncrementalPipelineOptions) -> pycolmap.IncrementalPipelineOptions:
+    """What COLMAP users lower for hard photo sets: the inliers and triangulation angle an initial pair needs,
+    and the inliers a new image needs to register (halved)."""
+    options = copy.deepcopy(options)
+    options.mapper.init_min_num_inliers = max(options.mapper.init_min_num_inliers // 2, 15)
+    options.mapper.init_min_tri_angle = options.mapper.init_min_tri_angle / 2
+    options.mapper.abs_pose_min_num_inliers = max(options.mapper.abs_pose_min_num_inliers // 2, 15)
+    options.mapper.abs_pose_min_inlier_ratio = options.mapper.abs_pose_min_inlier_ratio / 2
+    return options
+
+
+def strongest_pairs(database: Path, exclude: set, count: int, min_inliers: int) -> List[Tuple[int, int]]:
+    """The ``count`` image pairs with the most verified matches (at least ``min_inliers``) that have an image
+    outside ``exclude``."""
+    with pycolmap.Database.open(database) as db:
+        pair_ids, inliers = db.read_two_view_geometry_num_inliers()
+    order = np.argsort(inliers, kind="stable")[::-1]
+    pairs = [pycolmap.pair_id_to_image_pair(pair_ids[i]) for i in order if inliers[i] >= min_inliers]
+    return [pair for pair in pairs if not set(pair) <= exclude][:count]
+
+
+def size_of(models: Dict[int, pycolmap.Reconstruction]) -> Tuple[int, int]:
+    """Images registered and 3D points of the largest model (the one kept)."""
+    return max(((m.num_reg_images(), m.num_points3D()) for m in models.values()), default=(0, 0))
+
+
+def map_images(database: Path, image_dir: Path, models_dir: Path, options: pycolmap.IncrementalPipelineOptions,
+               num_images: int, other_pairs: int = 3) -> Tuple[Dict[int, pycolmap.Reconstruction], List[list]]:
+    """Incremental mapping. When the largest model registers fewer than half of the images, what COLMAP users
+    try before giving up, in turn, until one registers them all: a relaxed initialization (``relaxed``), each of
+    the ``other_pairs`` strongest pairs outside that model as the initial pair, and the largest model so far
+    continued with relaxed registration (the images of the other models join it when they can).
+
+    Returns the models of the attempt whose largest model is the largest (images, then points), written to
+    ``models_dir``, and every attempt as [what, images registered]."""
+    attempts, best, best_dir = [], {}, None
+    work_dir = models_dir.with_name(models_dir.name + ".attempts")
+
+    def attempt(name, attempt_options, input_path=None):
+        nonlocal best, best_dir
+        folder = work_dir / str(len(attempts))
+        models = incremental_mapping(database, image_dir, folder, attempt_options, num_images, name, input_path)
+        attempts.append([name, size_of(models)[0]])
+        if size_of(models) > size_of(best):
+            best, best_dir = models, folder
+        return size_of(best)[0] == num_images
+
+    def tried_enough():
+        if attempt("defaults", options) or 2 * size_of(best)[0] >= num_images:
+            return
+        easier = relaxed(options)
+        if attempt("relaxed initialization", easier):
+            return
+        kept = {i for m in best.values() if m.num_reg_images() == size_of(best)[0] for i in m.reg_image_ids()}
+        with pycolmap.Database.open(database) as db:
+            names = {image.image_id: image.name for image in db.read_all_images()}
+        for id1, id2 in strongest_pairs(database, kept, other_pairs, options.min_num_matches):
+            start = copy.deepcopy(easier)
+            start.init_image_id1, start.init_image_id2 = id1, id2
+            start.init_num_trials = 2  # the mapper would start from the same pair again each trial
+            if attempt(f"initial pair {names[id1]} {names[id2]}", start):
+                return
+        if best:
+            largest = max(best, key=lambda i: (best[i].num_reg_images(), best[i].num_points3D()))
+            attempt("largest model continued", easier, best_dir / str(largest))
+
+    tried_enough()
+    if best_dir is not None:
+        best_dir.rename(models_dir)
+    remove(work_dir)
+    return best, attempts
 
 
 def keep_largest(models: Dict[int, pycolmap.Reconstruction], folder: Path,
@@ -171,6 +248,19 @@ def keep_largest(models: Dict[int, pycolmap.Reconstruction], folder: Path,
                        f"#{index} with {models[index].num_reg_images()} images, in {sfm_dir}; the others "
                        f"(images registered {others}) are in {sfm_dir / 'models'}")
     return index, models[index]
+
+
+def too_few(stats: dict) -> bool:
+    """Fewer than half of the photos in the map: not a map of the scene they show."""
+    return 2 * stats["registered_images"] < stats["input_images"]
+
+
+def advice(stats: dict, attempts: List[list]) -> str:
+    """What happened to a map of too few photos, and what to do, in one line."""
+    tried = "; ".join(f"{what}: {registered}" for what, registered in attempts)
+    return (f"only {stats['registered_images']} of {stats['input_images']} images registered (images registered by "
+            f"{tried}): the photos share too little. Add photos between them (each part of the scene in 3 or more, "
+            "from nearby viewpoints), or try --camera-mode single (one camera for all) or --matcher lighterglue")
 
 
 def statistics(model: pycolmap.Reconstruction, num_input: int) -> dict:
@@ -215,7 +305,7 @@ def main(
     sfm_dir, image_dir, features, matches = Path(sfm_dir), Path(image_dir), Path(features), Path(matches)
     if isinstance(camera_mode, pycolmap.CameraMode):  # as hloc passes it
         camera_mode = camera_mode.name.lower()
-    pair_list = read_pairs(pairs) if isinstance(pairs, (str, Path)) else list(pairs)
+    pair_list = read_pairs(pairs) if isinstance(pairs, (str, Path)) else unique_pairs(pairs)
     if image_list is None:
         image_list = list_images(image_dir)
     reader = FeatureReader(features)
@@ -230,6 +320,9 @@ def main(
         model = pycolmap.Reconstruction(sfm_dir)
         record = json.loads((sfm_dir / RECORD).read_text())
         logger.info(f"Reconstruction: re-using {sfm_dir}: {describe(record['statistics'])}")
+        if too_few(record["statistics"]):
+            logger.warning(f"{sfm_dir} is the earlier result, {advice(record['statistics'], record.get('attempts', []))} "
+                           "(--overwrite maps again)")
         return model
     with writing(sfm_dir, recipe, folder=True) as tmp:
         database = tmp / "database.db"
@@ -243,28 +336,29 @@ def main(
         logger.info(f"Reconstruction: {len(image_ids)} images, {len(groups)} camera(s) ({camera_mode})")
         imported = import_features_and_matches(database, image_ids, pair_list, features, matches)
         pair_path = write_pairs(imported, tmp / "pairs.txt")
-        options = pycolmap.IncrementalPipelineOptions()
-        options.random_seed = SEED
-        options.mergedict(mapper_options or {})
+        options = mapping_options(mapper_options)
         verification = pycolmap.TwoViewGeometryOptions()
         verification.ransac.random_seed = SEED
-        models_dir = tmp / "models"
-        models_dir.mkdir()
+        models, attempts = {}, []
         with quiet_colmap(verbose):
             if imported:
                 pycolmap.verify_matches(database, pair_path, verification)
-            models = incremental_mapping(database, image_dir, models_dir, options, len(image_ids)) if imported else {}
+                models, attempts = map_images(database, image_dir, tmp / "models", options, len(image_ids))
         if not models:
-            raise ReconstructionError(why_no_model(database, options, len(imported)))
+            tried = f" (tried: {', '.join(what for what, _ in attempts)})" if attempts else ""
+            raise ReconstructionError(why_no_model(database, relaxed(options), len(imported)) + tried)
         index, model = keep_largest(models, tmp, sfm_dir)
         stats = statistics(model, len(sizes))
         unregistered = sorted(set(image_ids) - {model.images[i].name for i in model.reg_image_ids()})
         (tmp / RECORD).write_text(json.dumps({
             "settings": settings, "statistics": stats, "model_index": index, "num_models": len(models),
-            "unregistered": unregistered, "unreadable": unread, "git_commit": git_commit()}, indent=1))
+            "attempts": attempts, "unregistered": unregistered, "unreadable": unread, "git_commit": git_commit()},
+            indent=1))
     logger.info(f"Reconstruction: {describe(stats)}")
     if unregistered:
         logger.warning(f"not registered: {', '.join(unregistered[:10])}{' ...' if len(unregistered) > 10 else ''}")
+    if too_few(stats):
+        logger.warning(advice(stats, attempts))
     return model
 
 
@@ -357,7 +451,7 @@ def run(
     images: Path,
     outputs: Path,
     feature: str = "fused_xfeat",
-    matcher: str = "xfeat_mnn_strict",
+    matcher: str = pipeline.DEFAULT_MATCHERS["mapping"],
     pairs: str = "auto",
     camera_mode: str = "auto",
     image_list: Optional[Union[Path, Sequence[str]]] = None,
@@ -372,7 +466,8 @@ def run(
 ) -> dict:
     """Photos in ``images`` to a model in ``outputs/sfm``; returns the model, its statistics and paths.
 
-    Images that cannot be decoded are skipped and listed in ``skipped``.
+    Images that cannot be decoded are skipped and listed in ``skipped``; ``advice`` is the line that says
+    what to do when fewer than half of the photos were registered (else None).
     """
     if feature not in extract.confs or matcher not in match.confs:
         raise ValueError(f"unknown feature {feature!r} or matcher {matcher!r}; "
@@ -400,14 +495,15 @@ def run(
     pair_path = pairs_for(pairs, names, usable, features, outputs, overwrite)
     timer.lap("pairs")
     matcher_conf = match.confs[matcher]
-    matches = match.main(matcher_conf, pair_path, features, overwrite=overwrite, device=device, matches=pipeline.named(
-        outputs, f"matches-{matcher}", match.recipe_of(matcher_conf, features, None), ".h5"))
+    matches = match.main(matcher_conf, pair_path, features, overwrite=overwrite, device=device,
+                         matches=pipeline.matches_path(outputs, matcher, matcher_conf, features)[0])
     timer.lap("match")
     sfm_dir = outputs / "sfm"
     model = main(sfm_dir, images, pair_path, features, matches, camera_mode, verbose, usable,
                  {"camera_model": camera_model}, mapper_options, overwrite)
     timer.lap("verify and map")
-    stats = json.loads((sfm_dir / RECORD).read_text())["statistics"]
+    record = json.loads((sfm_dir / RECORD).read_text())
+    stats = record["statistics"]
     picture = figures.plot_reconstruction(model, outputs / "reconstruction.png")
     timer.lap("picture")
     settings = {"images": str(images), "feature": feature_conf, "matcher": matcher_conf, "pairs": pairs,
@@ -416,4 +512,5 @@ def run(
     page = report.reconstruction_report(outputs, model, stats, settings, {"cameras and 3D points": picture},
                                         timer.steps, skipped)
     return {"model": model, "sfm": sfm_dir, "statistics": stats, "features": features, "pairs": pair_path,
-            "matches": matches, "picture": picture, "skipped": skipped, "report_html": page}
+            "matches": matches, "picture": picture, "skipped": skipped, "report_html": page,
+            "advice": advice(stats, record.get("attempts", [])) if too_few(stats) else None}

@@ -161,6 +161,7 @@ class QueryRow:
     position_error: Optional[float]  # metres; inf: no estimate; None: no ground truth
     rotation_error: Optional[float]
     retrieved: List[str]
+    estimated_focal_length: Optional[float] = None  # PnP's, for a query whose focal length was a guess
 
     def severity(self) -> tuple:
         """Larger is worse: not localized first, then the error relative to the finest recall threshold
@@ -216,7 +217,7 @@ def query_rows(scene, out: dict) -> List[QueryRow]:
         rows.append(QueryRow(name, result_name, conditions.get(name, "queries"), log.get("localized"),
                              log.get("fallback"), log.get("num_inliers"), log.get("num_2d3d"), log.get("num_matches"),
                              error["position_m"] if error else None, error["rotation_deg"] if error else None,
-                             retrieved.get(name, [])))
+                             retrieved.get(name, []), log.get("estimated_focal_length")))
     return rows
 
 
@@ -242,10 +243,14 @@ def recall_columns(report: dict) -> Tuple[List[str], List[str]]:
     return keys, [k.removeprefix("recall@").replace(",", ", ").replace("deg", "°") for k in keys]
 
 
-def recall_section(report: Optional[dict]) -> Html:
-    if not report:
+def recall_section(report: Optional[dict], benchmark: Optional[str] = None) -> Html:
+    if not report and benchmark:
         return Html("<p>No ground truth for these queries, so no recall: submit the results file to "
-                    '<a href="https://www.visuallocalization.net/">visuallocalization.net</a> for it.</p>')
+                    f'<a href="{escape(benchmark)}">{escape(benchmark)}</a> for it.</p>')
+    if not report:
+        return Html("<p>No ground truth for these queries, so no recall. With ground-truth poses of the queries "
+                    "(a COLMAP model or a <code>name qw qx qy qz tx ty tz</code> file in the map's frame), "
+                    "<code>--gt</code> adds it.</p>")
     keys, labels = recall_columns(report)
     header = ["condition", "queries", *labels, "median position error (m)", "median rotation error (°)"]
     rows = [(group, stats["count"], *(f"{100 * stats[k]:.1f}%" for k in keys),
@@ -310,9 +315,11 @@ def stability_section(scene, first: dict, second: dict, second_rows: List[QueryR
 
 def gallery_figure(scene, out: dict, row: QueryRow, pose: pycolmap.Rigid3d, path: Path,
                    max_error: float) -> Tuple[Path, str]:
-    """The query next to the retrieved image through which most 2D-3D matches agree with its estimated pose,
-    their matches with a 3D point coloured by that agreement."""
-    model, camera = out["model"], dict(scene.queries)[row.name]
+    """The query next to the retrieved image through which most 2D-3D matches agree with its estimated pose
+    (and the focal length PnP estimated, for a query without one), their matches with a 3D point coloured by
+    that agreement."""
+    model = out["model"]
+    camera = localize.estimated_camera(dict(scene.queries)[row.name], row.estimated_focal_length)
     features, matches = FeatureReader(out["features"]), MatchReader(out["loc_matches"])
     try:
         if row.name not in features.fd:
@@ -341,7 +348,7 @@ def gallery_figure(scene, out: dict, row: QueryRow, pose: pycolmap.Rigid3d, path
     finally:
         features.close()
         matches.close()
-    images = [read_image(scene.images / n) for n in (row.name, db_name)]
+    images = [read_image(scene.image_path(n)) for n in (row.name, db_name)]
     title = f"{row.name} (left) - {db_name}: {int(inliers.sum())} of {len(inliers)} matches with a 3D point agree"
     figures.plot_matches(*images, query_keypoints[pairs[:, 0]], db_keypoints[pairs[:, 1]], inliers, path, title,
                          labels=(f"reprojects within {max_error:g} px with the estimated pose", "outlier"))
@@ -376,7 +383,8 @@ def localization_figures(scene, out: dict, num_worst: int = NUM_WORST) -> None:
     points = np.array([p.xyz for p in model.points3D.values()]).reshape(-1, 3)
     out.setdefault("figures", {})["top-down map"] = figures.plot_topdown(
         poses_from_model(scene.reference), outputs / "topdown.png", truth, estimates, points,
-        {r.result_name: r.condition for r in rows}, [r.result_name for r in rows if r.localized is False])
+        {r.result_name: r.condition for r in rows}, [r.result_name for r in rows if r.localized is False],
+        unit=scene.units)
     gallery_dir = outputs / GALLERY_DIR
     gallery_dir.mkdir(exist_ok=True)
     max_error = out.get("settings", {}).get("ransac_max_error", 12.0)
@@ -397,7 +405,7 @@ def write_localization_report(scene, out: dict) -> Path:
     localized = sum(bool(r.localized) for r in rows)
     gallery = [figure(p, outputs, caption) if p else Html(f"<p>{escape(caption)}</p>") for p, caption in
                out.get("gallery", [])]
-    files = {"results (visuallocalization.net format)": out["results"], "query pairs": out["loc_pairs"],
+    files = {"results (name qw qx qy qz tx ty tz per query)": out["results"], "query pairs": out["loc_pairs"],
              "features": out["features"], "query matches": out["loc_matches"], "triangulated model": out["sfm"]}
     for log in (localize.log_path(out["results"]), hloc_log_path(out["results"])):
         if log.is_file():
@@ -406,7 +414,7 @@ def write_localization_report(scene, out: dict) -> Path:
         files["recall (JSON)"] = out["report_path"]
     sections = [
         ("Run", run_section(out.get("settings", {}))),
-        ("Recall", recall_section(out.get("report"))),
+        ("Recall", recall_section(out.get("report"), scene.benchmark)),
         *([("Learned stability", stability_section(scene, out["map"], out, rows, outputs))] if out.get("map") else []),
         ("Figures", Html("".join(figure(p, outputs, caption) for caption, p in out.get("figures", {}).items()))),
         ("Worst queries", Html("".join(gallery) or "<p>No query has an estimate.</p>")),

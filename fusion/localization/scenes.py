@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 import pycolmap
 
+from ..features.io import list_images
 from .pairs import Pairs, from_covisibility, from_observations, from_poses
 from .poses import poses_from_model, read_poses
-from .queries import read_query_list
+from .queries import camera_from_image, cameras_by_exif, read_query_list
 from .reference_models import (
     cameras_from_colmap_database,
     load_model,
@@ -29,6 +30,7 @@ from .reference_models import (
     strip_dot_slash,
 )
 
+BENCHMARK_URL = "https://www.visuallocalization.net/"
 AACHEN_URL = "https://www.visuallocalization.net/datasets/ (Aachen Day-Night)"
 logger = logging.getLogger("fusion")
 ROBOTCAR_URL = "https://www.visuallocalization.net/datasets/ (RobotCar Seasons)"
@@ -64,6 +66,12 @@ class Scene:
     observations_source: Optional[Path] = None  # the file they are read from (its fingerprint names the pairs)
     # Queries whose focal length is a guess from the image size: PnP estimates it (P4Pf) and refines it.
     guessed_focal: FrozenSet[str] = frozenset()
+    units: str = "m"  # of the reference's poses: "SfM units" for a model without metric scale
+    benchmark: Optional[str] = None  # where results without ground truth are scored (Aachen, RobotCar)
+    # The folder the query names are relative to, when not ``images`` (queries kept apart from the map's photos).
+    query_images: Optional[Path] = None
+    # The reference model's folder, when the scene uses it unchanged (a map fusion built keeps its own points).
+    reference_path: Optional[Path] = None
 
     @property
     def db_names(self) -> List[str]:
@@ -72,6 +80,17 @@ class Scene:
     @property
     def query_names(self) -> List[str]:
         return [name for name, _ in self.queries]
+
+    def image_folders(self) -> List[Tuple[Path, List[str]]]:
+        """(folder, names relative to it) of every image: the reference's, then the queries' (their own folder
+        when they have one)."""
+        if self.query_images is None:
+            return [(self.images, self.db_names + self.query_names)]
+        return [(self.images, self.db_names), (self.query_images, self.query_names)]
+
+    def image_path(self, name: str) -> Path:
+        root = self.query_images if self.query_images is not None and name in dict(self.queries) else self.images
+        return root / name
 
     @property
     def reference_pairs_kind(self) -> str:
@@ -182,7 +201,7 @@ def aachen(dataset: Path, version: str = "1.1", pairs: Optional[Path] = None) ->
     gt_path = dataset / "queries/ground_truth.txt"
     truth = read_poses(gt_path) if gt_path.exists() else None
     return Scene(f"aachen_v{version}", images, reference, queries, groups, truth, "basename", pairs, observations,
-                 nvm if observations else None)
+                 nvm if observations else None, benchmark=BENCHMARK_URL)
 
 
 def read_robotcar_intrinsics(path: Path, width: int, height: int) -> pycolmap.Camera:
@@ -243,30 +262,56 @@ def robotcar(dataset: Path, pairs: Optional[Path] = None) -> Scene:
         raise layout_error(dataset, [f"query images in images/{{{','.join(ROBOTCAR_CONDITIONS)}}}/<camera>/"],
                            ROBOTCAR_LAYOUT, ROBOTCAR_URL, unzip_hint(dataset, "images/*.zip", "images"))
     observations = functools.partial(read_nvm_observations, nvm, png_as_jpg)
-    return Scene("robotcar", images, reference, queries, groups, None, "camera", pairs, observations, nvm)
+    return Scene("robotcar", images, reference, queries, groups, None, "camera", pairs, observations, nvm,
+                 benchmark=BENCHMARK_URL)
+
+
+def query_folder(images: Path, folder: Path) -> Tuple[Optional[Path], List[str]]:
+    """The photos of a query folder: (their root, or None for ``images`` itself, and names relative to it).
+
+    Inside ``images`` they are named relative to it, as the map's photos; elsewhere after the folder
+    (``query/night.jpg``, as in hloc's demo), so that they never take a map photo's name.
+    """
+    folder = Path(folder).resolve()
+    names = list_images(folder)
+    if folder.is_relative_to(Path(images).resolve()):
+        prefix = folder.relative_to(Path(images).resolve()).as_posix()
+        return None, [name if prefix == "." else f"{prefix}/{name}" for name in names]
+    return folder.parent, [f"{folder.name}/{name}" for name in names]
 
 
 def generic(images: Path, reference: Path, queries: Path, ground_truth: Optional[Path] = None,
             pairs: Optional[Path] = None) -> Scene:
-    """Any scene: a COLMAP reference model, a query list, optional ground truth.
+    """Any scene: a COLMAP reference model, the queries, optional ground truth.
 
-    Queries are ``name MODEL W H params...`` lines or bare names. A bare name of a reference image
-    keeps its intrinsics and is held out of the reference; any other takes them from its EXIF
-    focal length or, without one, from its size (as COLMAP guesses them). Ground truth is a COLMAP
-    model or a ``name qw qx qy qz tx ty tz`` file.
+    ``queries`` is a folder of photos (anywhere: ``query_folder``) or a list file of ``name MODEL W H
+    params...`` lines or bare names relative to ``images``. A bare name of a reference image keeps its
+    intrinsics and is held out of the reference; any other photo takes the map's camera of its size and
+    EXIF camera, else its EXIF focal length or, without one, its size (``camera_from_image``). Ground truth is a COLMAP model or a
+    ``name qw qx qy qz tx ty tz`` file. Without it, lengths are in the model's own units ("SfM units").
     """
-    images = Path(images)
+    images, queries = Path(images), Path(queries)
     if not images.is_dir():
         raise FileNotFoundError(f"{images}: image folder not found")
     model = load_model(reference)
     cameras = {image.name: model.cameras[image.camera_id] for image in model.images.values()}
-    query_list = read_query_list(queries, cameras, images)
+    query_images, map_cameras = None, cameras_by_exif(model, images)
+    if queries.is_dir():
+        query_images, names = query_folder(images, queries)
+        root = query_images or images
+        query_list = [(name, camera_from_image(root / name, map_cameras)) for name in names]
+    else:
+        query_list = read_query_list(queries, cameras, images, map_cameras)
     query_names = {name for name, _ in query_list}
     guessed = frozenset(name for name, camera in query_list if name not in cameras and not camera.has_prior_focal_length)
     if guessed:
         logger.warning(f"{len(guessed)} queries without intrinsics or EXIF focal length (e.g. {min(guessed)}): their "
                        "focal length is estimated with the pose; give 'name MODEL W H params' lines when you know it")
-    if any(image.name in query_names for image in model.images.values()):
+    held_out = any(image.name in query_names for image in model.images.values())
+    if held_out and query_images is not None:
+        raise ValueError(f"{queries}: query photos named as photos of the map ({sorted(query_names & set(cameras))[:3]}); "
+                         "rename them or move the folder")
+    if held_out:
         poses = {n: p for n, p in poses_from_model(model).items() if n not in query_names}
         model = model_from_poses(poses, cameras)
     truth = None
@@ -277,4 +322,6 @@ def generic(images: Path, reference: Path, queries: Path, ground_truth: Optional
         if missing:
             raise ValueError(f"{ground_truth}: no ground-truth pose for {missing[:3]}")
         truth = {name: truth[name] for name, _ in query_list}
-    return Scene(images.name, images, model, query_list, {}, truth, "full", pairs, guessed_focal=guessed)
+    return Scene(images.name, images, model, query_list, {}, truth, "full", pairs, guessed_focal=guessed,
+                 units="m" if truth else "SfM units", query_images=query_images,
+                 reference_path=None if held_out or not Path(reference).is_dir() else Path(reference))

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..features.errors import CommandParser, run_cli
 from ..features.h5 import FeatureReader, MatchReader
-from ..features.io import read_pairs
+from ..features.io import read_pairs, unique_pairs
 from ..features.provenance import check_reusable, input_fingerprint, make_recipe, writing
 from .fingerprints import model_fingerprint, pairs_fingerprint
 from .reference_models import load_model
@@ -94,7 +94,7 @@ def import_features_and_matches(reference, image_ids, database, pairs, features,
     keypoints = {name: feature_reader.keypoints(name) for name in image_ids}
     thresholds = {name: max_error * feature_reader.uncertainty(name) for name in image_ids}
     feature_reader.close()
-    inlier_counts, seen = [], set()
+    inlier_counts = []
     with pycolmap.Database.open(database) as db:
         for name, image_id in image_ids.items():
             db.write_keypoints(image_id, keypoints[name] + COLMAP_PIXEL_OFFSET)
@@ -102,9 +102,8 @@ def import_features_and_matches(reference, image_ids, database, pairs, features,
             if name0 not in image_ids or name1 not in image_ids:
                 raise ValueError(f"pair {name0} {name1}: image not in the reference model")
             id0, id1 = image_ids[name0], image_ids[name1]
-            if id0 == id1 or (id0, id1) in seen or (id1, id0) in seen:
+            if id0 == id1:
                 continue
-            seen.add((id0, id1))
             pair_matches = match_reader.matches(name0, name1)[0]
             db.write_matches(id0, id1, pair_matches)
             inliers = (
@@ -161,7 +160,7 @@ def main(
         model = pycolmap.Reconstruction(sfm_dir)
         logger.info(f"Triangulation: re-using {sfm_dir} ({model.num_points3D()} points)")
         return model
-    pair_list = read_pairs(pairs) if isinstance(pairs, (str, Path)) else list(pairs)
+    pair_list = read_pairs(pairs) if isinstance(pairs, (str, Path)) else unique_pairs(pairs)
     with writing(sfm_dir, recipe, folder=True) as tmp:
         database = tmp / "database.db"
         image_ids = create_database(reference, database)

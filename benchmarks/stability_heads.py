@@ -25,7 +25,7 @@ import torch
 from fusion.features.stability import StabilityHead
 from fusion.features.xfeat import load_xfeat_backbone
 from fusion.training import camvid_stability
-from fusion.training.stability_head import evaluate_head, selection_score, train_head
+from fusion.training.stability_head import best_epoch, evaluate_head, train_head
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -94,7 +94,7 @@ def main(argv=None):
         torch.manual_seed(0)
         heads[name] = head = StabilityHead(head_conf)
         history = train_head(head, train, val, {**conf, **training, "epochs": args.epochs})
-        best = max(history, key=lambda row: selection_score(row["val"]))
+        best = best_epoch(history)
         rows[name] = {"params": sum(p.numel() for p in head.parameters()), "epoch": best["epoch"],
                       "val": best["val"], "val_night": evaluate_head(head, night)}
         print(json.dumps({name: rows[name]}), flush=True)

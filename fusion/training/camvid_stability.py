@@ -81,7 +81,7 @@ def main(data: Path, output: Optional[Path] = None, base_checkpoint: Optional[Pa
     fused.requires_grad_(False)
     fused.stability_head.requires_grad_(True)
     history = train_head(fused.stability_head, train, val, conf)
-    best = max(history, key=lambda row: stability_head.selection_score(row["val"]))
+    best = stability_head.best_epoch(history)
     fused.stability_trained.fill_(True)
     summary = {"stage": "camvid", "data": str(data), "licence": CAMVID_LICENCE, "best_epoch": best["epoch"],
                "val": best["val"], "history": history, "seconds": round(time.perf_counter() - start, 1),

@@ -34,7 +34,7 @@ from ..features.stability import STABILITY_CLASSES
 from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
 from . import stability_head
 from .data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
-from .stability_head import Sample, head_inputs, photometric_variant, selection_score, train_head
+from .stability_head import Sample, best_epoch, head_inputs, photometric_variant, train_head
 
 logger = logging.getLogger("fusion")
 
@@ -195,7 +195,7 @@ def main(reference: Path, features: Path, images: Path, output: Optional[Path] =
     finally:
         reader.close()
     history = train_head(fused.stability_head, train, val, conf)
-    validation = max(history, key=lambda row: selection_score(row["val"]))["val"] if val else {}
+    validation = best_epoch(history)["val"] if val else {}
     triangulated_auc = triangulation_auc(fused, val, detector) if val else {}
     fused.stability_trained.fill_(True)
     summary = {"stage": "stability", "reference": input_fingerprint(reference), "features": input_fingerprint(features),

@@ -115,6 +115,11 @@ def selection_score(scores: dict) -> float:
     return scores["mean_class_accuracy"] + scores["pixel_accuracy"]
 
 
+def best_epoch(history: List[dict]) -> dict:
+    """The row of ``train_head``'s history whose weights the head ends with (validated runs only)."""
+    return max(history, key=lambda row: selection_score(row["val"]))
+
+
 def train_head(head: StabilityHead, train: List[Sample], val: List[Sample], conf: dict) -> List[dict]:
     """Train ``head`` in place; with ``val``, it ends with the epoch best on val. Returns one row per epoch."""
     conf = {**default_conf, **conf}

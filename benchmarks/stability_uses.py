@@ -28,12 +28,14 @@ from tqdm import tqdm
 
 from fusion.benchmarks import wxbs
 from fusion.benchmarks.adapters import numpy_matcher
+from fusion.features.extractor import FusionExtractor
 from fusion.features.fused import load_checkpoint, packaged_checkpoint
 from fusion.features.stability import stability_weight
 from fusion.features.xfeat import detect_sparse, resize_to_multiple_of_32, sample_map
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+DETECTION = FusionExtractor.default_conf  # the same threshold and NMS as the extractors being compared
 USES = ("xfeat", "(a) weight", "(b) drop", "(c) one side", "(d) prior", "(d) control")
 
 
@@ -49,7 +51,7 @@ def features_per_use(fused, image: np.ndarray, max_keypoints: int, cut: float) -
                "(b) drop": (probabilities[:, :1] <= cut).float()}
     out = {}
     for use, weight in weights.items():
-        pred = detect_sparse(maps, size, max_keypoints, 0.05, 5, weight)
+        pred = detect_sparse(maps, size, max_keypoints, DETECTION["detection_threshold"], DETECTION["nms_kernel"], weight)
         out[use] = {"keypoints": (pred["keypoints"] * ratio).numpy(), "descriptors": pred["descriptors"].numpy(),
                     "image_size": np.array(image.shape[1::-1])}
         if weight is None:

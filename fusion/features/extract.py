@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from . import EXTRACTORS, build_model, model_class
 from .errors import CommandParser, finish_batch, run_cli
+from .extractor import FUSED_ONLY_KEYS
 from .h5 import H5Writer
 from .io import ImageError, list_images, read_image, read_image_list, resize_image
 from .locks import add_no_wait
@@ -174,6 +175,8 @@ def recipe_of(conf: dict, as_half: bool = True) -> dict:
     """What makes a features file: the model and preprocessing confs, the weights, the storage precision."""
     cls = model_class(conf["model"], EXTRACTORS)
     model_conf = {k: v for k, v in {**cls.default_conf, **conf["model"]}.items() if k not in WEIGHT_PATH_KEYS}
+    if not model_conf.get("fused"):
+        model_conf = {k: v for k, v in model_conf.items() if k not in FUSED_ONLY_KEYS}
     settings = {"model": model_conf, "preprocessing": conf["preprocessing"], "as_half": as_half,
                 "output_spec": output_spec(conf)}
     return make_recipe("features", settings, weights=existing(cls.weight_files(conf["model"])))

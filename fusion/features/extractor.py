@@ -13,10 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fused import load_checkpoint, packaged_checkpoint
+from .stability import stability_weight, unstable_cells
 from .xfeat import detect_dense, detect_sparse, load_xfeat_backbone, official_weights, resize_to_multiple_of_32
 
 logger = logging.getLogger("fusion")
 MODES = ("sparse", "semidense")
+STABILITY_USES = ("drop", "demote", "weight")
+FUSED_ONLY_KEYS = ("stability_use", "unstable_cut")  # settings that change nothing without a stability head
 
 
 class FusionExtractor(nn.Module):
@@ -24,7 +27,12 @@ class FusionExtractor(nn.Module):
         "name": "fusion_xfeat",
         "mode": "sparse",  # 'sparse' (XFeat) or 'semidense' (XFeat*)
         "checkpoint": None,  # a fused checkpoint; None: official XFeat weights (+ the packaged head when fused)
-        "fused": False,  # stability-weighted detection (fused_xfeat): needs a trained stability head
+        "fused": False,  # stability-aware detection (fused_xfeat): needs a trained stability head
+        # How fused detection uses stability (docs/stability.md measures each): 'drop' removes the keypoints
+        # of cells with P(unstable) > unstable_cut and fills the top-k elsewhere; 'demote' ranks them after
+        # all others; 'weight' multiplies the heatmap by SFD2's expected weight before NMS.
+        "stability_use": "drop",
+        "unstable_cut": 0.9,
         "max_keypoints": 4096,
         "detection_threshold": 0.05,
         "nms_kernel": 5,
@@ -52,6 +60,8 @@ class FusionExtractor(nn.Module):
         self.conf = conf = {**self.default_conf, **(conf or {})}
         if conf["mode"] not in MODES:
             raise ValueError(f"extractor mode {conf['mode']!r} is not one of {MODES}")
+        if conf["stability_use"] not in STABILITY_USES:
+            raise ValueError(f"stability_use {conf['stability_use']!r} is not one of {STABILITY_USES}")
         checkpoint = self.checkpoint_of(conf)
         if checkpoint:
             self.fused = load_checkpoint(checkpoint)
@@ -60,8 +70,8 @@ class FusionExtractor(nn.Module):
             self.fused = None
             self.backbone = load_xfeat_backbone()
         # A Python bool read once, since torch.export cannot branch on a tensor's value.
-        self.stability_weighted = conf["fused"] and self.fused is not None
-        if self.stability_weighted and not bool(self.fused.stability_trained):
+        self.uses_stability = conf["fused"] and self.fused is not None
+        if self.uses_stability and not bool(self.fused.stability_trained):
             raise ValueError(f"{checkpoint}: its stability head is untrained, so it is no fused model; extract with "
                              "--conf xfeat --checkpoint (its backbone alone) or train the head (--stage camvid)")
         self.eval()
@@ -74,13 +84,23 @@ class FusionExtractor(nn.Module):
     def maps(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         return self.backbone.forward_maps(image)
 
+    def stability_inputs(self, maps: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """What the stability head gives ``detect_sparse``: a cell weight or the demoted cells; nothing unfused."""
+        if not self.uses_stability:
+            return {}
+        logits = self.fused.stability_head(maps)
+        use = self.conf["stability_use"]
+        if use == "weight":
+            return {"stability": stability_weight(logits)}
+        unstable = unstable_cells(logits, self.conf["unstable_cut"])
+        return {"stability": 1 - unstable} if use == "drop" else {"demoted": unstable}
+
     def extract_sparse(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         resized, ratio = resize_to_multiple_of_32(image)
         maps = self.maps(resized)
-        stability = self.fused.stability_weight(maps) if self.stability_weighted else None
         pred = detect_sparse(
             maps, resized.shape[-2:], self.conf["max_keypoints"],
-            self.conf["detection_threshold"], self.conf["nms_kernel"], stability,
+            self.conf["detection_threshold"], self.conf["nms_kernel"], **self.stability_inputs(maps),
         )
         pred["keypoints"] = pred["keypoints"] * ratio
         return pred

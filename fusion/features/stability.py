@@ -64,6 +64,11 @@ def stability_weight(logits: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bkhw,k->bhw", logits.float().softmax(1), weights)[:, None]
 
 
+def unstable_cells(logits: torch.Tensor, cut: float) -> torch.Tensor:
+    """1 where a cell is confidently unstable, P(unstable) > ``cut``, else 0 (B, 1, h, w)."""
+    return (logits.float().softmax(1)[:, :1] > cut).float()
+
+
 def weight_heatmap(heatmap: torch.Tensor, cell_weight: torch.Tensor) -> torch.Tensor:
     """Full-resolution heatmap (B, 1, 8h, 8w) with every pixel multiplied by its cell's weight (B, 1, h, w)."""
     return heatmap * cell_weight.to(heatmap.dtype).repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)

@@ -115,6 +115,12 @@ def sample_map(dense: torch.Tensor, positions: torch.Tensor, size: Tuple[int, in
     return F.grid_sample(dense, grid, mode=mode, align_corners=False)[0, :, :, 0].t()
 
 
+def cell_values(cell_map: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The values (N, C) of the 1/8 cells (of ``cell_map`` (1, C, h, w)) holding pixel ``positions`` (N, 2)."""
+    cells = torch.div(positions, 8, rounding_mode="floor").long()
+    return cell_map[0, :, cells[:, 1], cells[:, 0]].t()
+
+
 def detect_sparse(
     maps: Dict[str, torch.Tensor],
     image_size: Tuple[int, int],
@@ -122,12 +128,14 @@ def detect_sparse(
     detection_threshold: float,
     nms_kernel: int = 5,
     stability: Optional[torch.Tensor] = None,
+    demoted: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
     """XFeat sparse detection on one image's maps: NMS, heatmap x reliability, top-k, bicubic descriptors.
 
     ``stability`` (1, 1, h, w), when given, is each cell's SFD2 weight: it multiplies the heatmap
-    before NMS and the threshold, as SFD2 does. Keypoints are in the pixel frame of the (resized)
-    network input.
+    before NMS and the threshold, as SFD2 does. ``demoted`` (1, 1, h, w), 1 where a cell's keypoints
+    should come last: the top-k takes them only when the other cells cannot fill it. Keypoints are in
+    the pixel frame of the (resized) network input.
     """
     heat = keypoint_heatmap(maps["keypoint_logits"][:1])
     if stability is not None:
@@ -135,9 +143,15 @@ def detect_sparse(
     positions = nms_positions(heat, detection_threshold, nms_kernel)
     scores = sample_map(heat, positions, image_size, "nearest")[:, 0]
     scores = scores * sample_map(maps["reliability"][:1], positions, image_size, "bilinear")[:, 0]
-    scores, order = torch.topk(scores, min(max_keypoints, len(scores)))
-    valid = scores > 0
-    positions, scores = positions[order[valid]], scores[valid]
+    count = min(max_keypoints, len(scores))
+    if demoted is None:
+        order = torch.topk(scores, count).indices
+    else:  # by score, then the demoted ones after the others (a stable sort keeps the score order within each)
+        order = torch.argsort(scores, descending=True, stable=True)
+        last = cell_values(demoted, positions)[:, 0]
+        order = order[torch.argsort(last[order], stable=True)][:count]
+    order = order[scores[order] > 0]
+    positions, scores = positions[order], scores[order]
     dense = F.normalize(maps["dense_descriptors"][:1], dim=1)
     descriptors = sample_map(dense, positions, image_size, "bicubic")
     return {

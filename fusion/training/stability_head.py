@@ -12,7 +12,6 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia import augmentation
 from tqdm import tqdm
 
 from ..features.stability import CONTEXT_MAPS, STABILITY_CLASSES, StabilityHead
@@ -40,36 +39,6 @@ def head_inputs(backbone: XFeatBackbone, image: torch.Tensor) -> Dict[str, torch
     resized, _ = resize_to_multiple_of_32(image)
     maps = backbone.forward_maps(resized)
     return {name: maps[name][0].half() for name in HEAD_INPUTS}
-
-
-# Kornia's black-body colour table (RandomPlanckianJitter): entry 3 scales red by 1.26 and blue by 0.71
-# against green, the warm cast of street lamps.
-WARM_LIGHT = 3
-PHOTOMETRIC_VARIANTS = {
-    "dim": torch.nn.Sequential(augmentation.RandomGamma(gain=(0.35, 0.6), p=1.0)),  # a shorter exposure
-    "night": torch.nn.Sequential(  # dark, low-key (gamma 1.4), warm and noisy
-        augmentation.RandomGamma(gamma=(1.4, 1.4), gain=(0.2, 0.2), p=1.0),
-        augmentation.RandomPlanckianJitter(select_from=WARM_LIGHT, p=1.0),
-        augmentation.RandomGaussianNoise(std=0.02, p=1.0)),
-    "contrast": torch.nn.Sequential(  # contrast around the mean grey, then a brightness shift
-        augmentation.ColorJitter(contrast=(0.6, 1.4), p=1.0),
-        augmentation.RandomBrightness(brightness=(0.9, 1.1), p=1.0)),
-}
-
-
-def photometric_variant(image: torch.Tensor, kind: str, rng: np.random.Generator) -> torch.Tensor:
-    """The same view (3, H, W) under other light: the map's classes do not depend on it, the query's light does.
-
-    ``kind``: original or one of ``PHOTOMETRIC_VARIANTS``; the random draws come from ``rng`` alone (a run is
-    repeatable and leaves torch's global generator as it was).
-    """
-    if kind == "original":
-        return image
-    if kind not in PHOTOMETRIC_VARIANTS:
-        raise ValueError(f"photometric variant {kind!r} is not one of original, {', '.join(PHOTOMETRIC_VARIANTS)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(rng.integers(2**62)))
-        return PHOTOMETRIC_VARIANTS[kind](image[None])[0].clamp(0, 1)
 
 
 def confusion(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

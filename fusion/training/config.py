@@ -5,7 +5,6 @@ is one error line that names it, instead of a setting silently ignored.
 """
 
 import difflib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Iterable, List
 
@@ -44,9 +43,10 @@ def strict_merge(base: DictConfig, update: DictConfig, where: str) -> DictConfig
 
 
 def kind(value) -> str:
-    if isinstance(value, Sequence) and not isinstance(value, str):  # list, tuple, ListConfig, TupleConfig
+    """What an override must give for a key with this default value, in words."""
+    if isinstance(value, (list, tuple)):
         return "a list"
-    if isinstance(value, (DictConfig, dict)):
+    if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, bool):
         return "true or false"
@@ -55,12 +55,12 @@ def kind(value) -> str:
     return "a number" if isinstance(value, float) else f"a {type(value).__name__}"
 
 
-def check_types(base: DictConfig, overrides: DictConfig, prefix: str = "") -> None:
-    """An override keeps its default's kind (a number stays a number); keys whose default is null take anything."""
-    for key, value in overrides.items():
-        default, name = base.get(key), f"{prefix}{key}"
-        if isinstance(value, DictConfig) and isinstance(default, DictConfig):
-            check_types(default, value, f"{name}.")
+def check_types(defaults: dict, values: dict, overridden: dict, prefix: str = "") -> None:
+    """Each overridden value keeps its default's kind (a number stays a number); a null default takes anything."""
+    for key, given in overridden.items():
+        default, value, name = defaults.get(key), values.get(key), f"{prefix}{key}"
+        if isinstance(given, dict) and isinstance(default, dict):
+            check_types(default, value, given, f"{name}.")
         elif default is not None and value is not None and kind(value) != kind(default) \
                 and (kind(default), kind(value)) != ("a number", "a whole number"):
             raise ValueError(f"override {name}={value}: {name} must be {kind(default)}, like {default}")
@@ -74,8 +74,12 @@ def with_overrides(conf, overrides: List[str]) -> dict:
             raise ValueError(f"override {item!r}: expected key.sub=value")
     update = OmegaConf.from_dotlist(list(overrides))
     merged = strict_merge(base, update, "override")
-    check_types(base, update)
-    return OmegaConf.to_container(merged, resolve=True)
+    try:
+        defaults, values = (OmegaConf.to_container(c, resolve=True) for c in (base, merged))
+    except OmegaConfBaseException as error:  # an interpolation ${...} that does not resolve
+        raise ValueError(f"config: {' '.join(str(error).split())}") from None
+    check_types(defaults, values, OmegaConf.to_container(update, resolve=False))
+    return values
 
 
 def file_chain(path: Path, root: Path = None) -> DictConfig:

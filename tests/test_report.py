@@ -101,6 +101,25 @@ def test_reconstruction_report_lists_the_model_images_and_figures(tmp_path):
     assert np.allclose(apexes, np.array([[i, 0, 1.6] for i in range(3)])[:, None], atol=1e-6)
 
 
+def test_3d_view_shows_each_query_by_what_is_known_of_it():
+    poses = {f"db{i}.jpg": look_pose([i, 0, 1.6], 90, 0) for i in range(4)}
+    camera = pycolmap.Camera(model="PINHOLE", width=64, height=48, params=[50, 50, 32, 24])
+    model = model_from_poses(poses, {n: camera for n in poses})
+    truth = {"q1.jpg": look_pose([0.5, 1, 1.6], 90, 0), "q2.jpg": look_pose([2.5, 1, 1.6], 90, 0)}
+    estimates = {"q1.jpg": look_pose([0.6, 1, 1.6], 90, 0), "q2.jpg": look_pose([9, 9, 9], 0, 0),
+                 "q3.jpg": look_pose([1.5, 2, 1.6], 90, 0)}
+    data = view3d.view_figure(model, truth, estimates, {"q1.jpg": "day", "q2.jpg": "night", "q3.jpg": "night"},
+                              failed=["q2.jpg"])["data"]
+    plotly.graph_objects.Figure(data)
+    names = {t["meta"]["kind"]: t["text"] for t in data if t["mode"] == "markers" and "text" in t}
+    assert names == {"reference cameras": list(poses), "query ground truth": ["q1.jpg", "q2.jpg"],
+                     "query estimate, day": ["q1.jpg"], "query estimate, night": ["q3.jpg"],
+                     "query estimate, not localized": ["q2.jpg"]}
+    segments = next(t for t in data if t.get("name") == "estimate to ground truth")
+    x = trace_array(segments, "x")
+    assert np.allclose(x[~np.isnan(x)], [0.6, 0.5])  # only the localized query with ground truth
+
+
 def test_3d_view_samples_large_models_and_says_so():
     model = pycolmap.Reconstruction()
     for k in range(50):

@@ -57,10 +57,10 @@ def camera_traces(name: str, colour: str, names: List[str], cameras: List[pycolm
                   poses: List[pycolmap.Rigid3d], depth: float, symbol: str = "circle") -> List[dict]:
     """One marker per camera centre (its name on hover) and, in the same legend entry, their frusta."""
     markers = scatter3d(**xyz([centre(p) for p in poses], np.float64), mode="markers", name=f"{name} ({len(poses)})",
-                           legendgroup=name, text=names, hoverinfo="text", meta={"kind": name},
-                           marker={"size": 3, "color": colour, "symbol": symbol})
+                        legendgroup=name, text=names, hoverinfo="text", meta={"kind": name},
+                        marker={"size": 3, "color": colour, "symbol": symbol})
     lines = scatter3d(**xyz(frustum_lines(cameras, poses, depth)), mode="lines", legendgroup=name,
-                         showlegend=False, hoverinfo="skip", line={"color": colour, "width": 2})
+                      showlegend=False, hoverinfo="skip", line={"color": colour, "width": 2})
     return [markers, lines]
 
 
@@ -72,8 +72,8 @@ def point_trace(points: np.ndarray, colours: np.ndarray, max_points: int) -> dic
         points, colours = points[keep], colours[keep]
     shown = f"{len(points)} of {total}" if len(points) < total else f"{total}"
     return scatter3d(**xyz(points), mode="markers", name=f"3D points ({shown})", hoverinfo="skip",
-                        meta={"kind": "3D points", "total": total},
-                        marker={"size": 1.5, "color": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in colours.tolist()]})
+                     meta={"kind": "3D points", "total": total},
+                     marker={"size": 1.5, "color": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in colours.tolist()]})
 
 
 def frustum_depth(centres: np.ndarray, extent: float) -> float:
@@ -101,15 +101,15 @@ def query_traces(cameras: Dict[str, pycolmap.Camera], truth: Poses, estimates: P
     lost = [q for q in estimates if q in failed]
     if lost:
         traces.append(scatter3d(**xyz([centre(estimates[q]) for q in lost], np.float64), mode="markers",
-                                   name=f"not localized, fallback pose ({len(lost)})", text=lost, hoverinfo="text",
-                                   meta={"kind": "query estimate, not localized"},
-                                   marker={"size": 3, "color": FAILED_COLOUR, "symbol": "x"}))
+                                name=f"not localized, fallback pose ({len(lost)})", text=lost, hoverinfo="text",
+                                meta={"kind": "query estimate, not localized"},
+                                marker={"size": 3, "color": FAILED_COLOUR, "symbol": "x"}))
     both = [q for q in localized if q in truth]
     if both:
         segments = np.concatenate([[[centre(estimates[q]), centre(truth[q])] for q in both],
                                    np.full((len(both), 1, 3), np.nan)], axis=1)
         traces.append(scatter3d(**xyz(segments.reshape(-1, 3)), mode="lines", name="estimate to ground truth",
-                                   hoverinfo="skip", line={"color": "#d62728", "width": 3}))
+                                hoverinfo="skip", line={"color": "#d62728", "width": 3}))
     return traces
 
 

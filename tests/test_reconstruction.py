@@ -13,7 +13,7 @@ import numpy as np
 import pycolmap
 import pytest
 from conftest import sample_photo, shared_path
-from html_report import parse_report
+from html_report import parse_report, view_markers
 from PIL import ExifTags, Image
 
 from fusion.localization import demo_scene, pipeline, reconstruction, scenes
@@ -107,6 +107,9 @@ def test_demo_map_registers_every_readable_photo(demo_map):
     assert report["registered"] == len(names) - 1
     assert report["median_position_error_relative"] < 0.01 and report["max_rotation_error_deg"] < 1.0
     assert out["picture"].stat().st_size > 10_000
+    view = view_markers(parse_report(out["report_html"]))  # reconstruction.html's 3D view: every camera and point
+    assert sorted(view["reference cameras"]["names"]) == sorted(names[:-1])
+    assert len(view["3D points"]["xyz"]) == out["model"].num_points3D() > 100
 
 
 def test_the_same_inputs_give_the_same_map(demo_map, tmp_path):

@@ -144,6 +144,18 @@ def test_validation_metrics_on_known_warps(tmp_path):
         build_validation({"root": str(tmp_path), "max_size": 320}, training_root=tmp_path)
 
 
+def test_synthetic_pairs_change_the_light_not_the_view(train_images):
+    conf = {"root": str(train_images), "size": [128, 128]}
+    lit = SyntheticPairs(conf, 0).sample(np.random.default_rng(5))
+    plain = SyntheticPairs({**conf, "photometric": False}, 0).sample(np.random.default_rng(5))
+    assert np.array_equal(lit["homography"], plain["homography"])  # the same crop and warp
+    assert np.array_equal(lit["image1"], SyntheticPairs(conf, 0).sample(np.random.default_rng(5))["image1"])
+    for key in ("image0", "image1"):
+        assert lit[key].shape == plain[key].shape == (3, 128, 128) and 0 <= lit[key].min() and lit[key].max() <= 1
+        # other light (contrast, gamma, white balance, noise), the same scene: strongly correlated
+        assert np.abs(lit[key] - plain[key]).mean() > 0.02 and np.corrcoef(lit[key].ravel(), plain[key].ravel())[0, 1] > 0.8
+
+
 def test_xfeat_star_labels_decode_to_the_true_correspondence(train_images):
     """Each label, decoded by the inference code, lands within 0.5 px (per axis) of where the image-1 cell
     corner truly is in image 0; before, labels were 1.7 px off on average and 19% were clamped."""
@@ -302,8 +314,23 @@ def test_config_inheritance_and_overrides(tmp_path):
     custom.write_text(f"_base_: {CONFIGS / 'base.yaml'}\ntrain: {{steps: 7}}\n")
     staged = resolve_config(custom, "distill", [])
     assert staged["train"]["steps"] == 7 and staged["stage"] == "distill"
-    with pytest.raises(KeyError, match="unknown key 'train.nope'"):
-        load_config(CONFIGS / "base.yaml", ["train.nope=1"])
+    with pytest.raises(ValueError, match=r"^override: unknown key 'train.stpes' \(did you mean train.steps\?\)$"):
+        load_config(CONFIGS / "base.yaml", ["train.stpes=1"])
+    with pytest.raises(ValueError, match=r"^override train.steps=1.5: train.steps must be a whole number, like 10000$"):
+        load_config(CONFIGS / "base.yaml", ["train.steps=1.5"])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f"_base_: {CONFIGS / 'base.yaml'}\ntrain: {{lrr: 0.1}}\n")
+    with pytest.raises(ValueError, match=f"^{typo}: unknown key 'train.lrr' \\(did you mean train.lr\\?\\)$"):
+        resolve_config(typo, "distill", [])
+
+
+def test_head_stage_override_names_the_mistyped_key(capsys):
+    from fusion.training.trainer import main
+
+    with pytest.raises(SystemExit):
+        main(["--stage", "camvid", "--data", "camvid", "epohcs=3"])
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --stage camvid: override: unknown key 'epohcs' (did you mean epochs?) (see: python -m fusion.train --help)"]
 
 
 def test_depth_reprojection_and_occlusion():

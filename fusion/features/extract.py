@@ -91,11 +91,6 @@ def features_of(model, tensor: torch.Tensor, original_size: np.ndarray, as_half:
     return pred, {"keypoints": {"uncertainty": float(scale.mean())}}
 
 
-def extract_image(model, path: Path, preprocessing: dict, as_half: bool = True):
-    """``features_of`` an image file."""
-    return features_of(model, *prepare_image(path, preprocessing), as_half)
-
-
 class PreparedImages(torch.utils.data.Dataset):
     """Images read and resized by DataLoader workers while the network runs; a bad image yields its error."""
 

@@ -5,8 +5,9 @@ colours (RGB, as ``fusion.features.io.read_image`` returns them) and downscaled 
 ``MAX_CANVAS_WIDTH`` pixels so that large photos give readable, small files.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -202,6 +203,133 @@ def topdown_frame(poses: Dict[str, pycolmap.Rigid3d], points: np.ndarray, unit: 
     return basis, labels, low - margin, high + margin
 
 
+@dataclass
+class TopDown:
+    """What a map from above shows, in its frame: the 2D coordinates are ``x @ basis.T``."""
+
+    reference: Dict[str, pycolmap.Rigid3d]
+    truth: Dict[str, pycolmap.Rigid3d]
+    estimates: Dict[str, pycolmap.Rigid3d]
+    conditions: Dict[str, str]
+    failed: set
+    queries: List[str]
+    basis: np.ndarray  # (2, 3) horizontal axes
+    flat_points: np.ndarray  # (N, 2) the points within the frame
+    colours: Dict[str, str]  # of each condition, in the order of first appearance
+    errors: Dict[str, float]  # position error of each localized query with ground truth
+
+    def flat(self, pose: pycolmap.Rigid3d) -> np.ndarray:
+        return centre(pose) @ self.basis.T
+
+    def members(self, condition: str) -> List[str]:
+        return [q for q in self.queries if self.conditions.get(q, "queries") == condition]
+
+
+def topdown_view(reference, truth, estimates, points, conditions, failed, max_points: int, unit: str):
+    """The ``TopDown`` contents, the axis labels, and the frame's (low, high) corners."""
+    points = np.zeros((0, 3)) if points is None else np.asarray(points, float).reshape(-1, 3)
+    queries = list(dict.fromkeys([*truth, *estimates]))
+    # the frame holds the estimates of queries without ground truth, not those that are off from theirs
+    estimated_only = {q: pose for q, pose in estimates.items() if q not in truth and q not in failed}
+    basis, axis_labels, low, high = topdown_frame({**reference, **truth, **estimated_only} or estimates, points, unit)
+    flat_points = points @ basis.T
+    inside = np.all((flat_points >= low) & (flat_points <= high), axis=1)
+    flat_points = flat_points[inside][np.random.default_rng(0).permutation(int(inside.sum()))[:max_points]]
+    condition_names = list(dict.fromkeys(conditions.get(q, "queries") for q in queries))
+    colours = {c: CONDITION_COLOURS[i % len(CONDITION_COLOURS)] for i, c in enumerate(condition_names)}
+    errors = {q: float(np.linalg.norm(centre(estimates[q]) - centre(truth[q])))
+              for q in queries if q in truth and q in estimates and q not in failed}
+    view = TopDown(reference, truth, estimates, conditions, failed, queries, basis, flat_points, colours, errors)
+    return view, axis_labels, low, high
+
+
+def viewing_lines(starts: np.ndarray, directions: np.ndarray, tick: float) -> np.ndarray:
+    return np.stack([starts, starts + tick * directions], 1)
+
+
+def draw_condition(ax, view: TopDown, condition: str, tick: float) -> None:
+    """A condition's queries: ground truth (o, viewing direction), estimate (x), the segment between them, and
+    the viewing direction of an estimate without ground truth."""
+    names, colour = view.members(condition), view.colours[condition]
+    truth, estimates, failed, basis = view.truth, view.estimates, view.failed, view.basis
+    gt = np.array([view.flat(truth[q]) for q in names if q in truth]).reshape(-1, 2)
+    gt_dirs = np.array([truth[q].rotation.matrix()[2] @ basis.T for q in names if q in truth]).reshape(-1, 2)
+    ax.add_collection(LineCollection(viewing_lines(gt, gt_dirs, tick), colors=colour, linewidths=0.8))
+    ax.scatter(gt[:, 0], gt[:, 1], s=36, marker="o", facecolors="none", edgecolors=colour, linewidths=1.3, zorder=4)
+    pairs = np.array([[view.flat(estimates[q]), view.flat(truth[q])]
+                      for q in names if q in truth and q in estimates]).reshape(-1, 2, 2)
+    ax.add_collection(LineCollection(pairs, colors=colour, linewidths=1.2, zorder=4))
+    est = np.array([view.flat(estimates[q]) for q in names if q in estimates and q not in failed])
+    if len(est):
+        ax.scatter(est[:, 0], est[:, 1], s=36, marker="x", c=colour, linewidths=1.3, zorder=5)
+    alone = [q for q in names if q in estimates and q not in failed and q not in truth]
+    if alone:  # no ground truth to show where the query looks: its estimate does
+        starts = np.array([view.flat(estimates[q]) for q in alone])
+        dirs = np.array([estimates[q].rotation.matrix()[2] @ basis.T for q in alone])
+        ax.add_collection(LineCollection(viewing_lines(starts, dirs, tick), colors=colour, linewidths=1.0, zorder=5))
+
+
+def draw_topdown(ax, view: TopDown, tick: float) -> None:
+    """Every layer; ``tick``: length of the viewing-direction lines (0: none)."""
+    ax.scatter(view.flat_points[:, 0], view.flat_points[:, 1], s=0.4, c="0.55", alpha=0.5, linewidths=0,
+               rasterized=True)
+    ref_centres, ref_rotations = pose_arrays(view.reference, view.reference)
+    ref_flat = ref_centres @ view.basis.T
+    ax.add_collection(LineCollection(viewing_lines(ref_flat, ref_rotations[:, 2] @ view.basis.T, tick),
+                                     colors=REFERENCE_COLOUR, linewidths=0.8))
+    ax.scatter(ref_flat[:, 0], ref_flat[:, 1], s=14, marker="^", c=REFERENCE_COLOUR, zorder=3)
+    for condition in view.colours:
+        draw_condition(ax, view, condition, tick)
+    lost = np.array([view.flat(view.estimates[q]) for q in view.queries if q in view.estimates and q in view.failed])
+    if len(lost):
+        ax.scatter(lost[:, 0], lost[:, 1], s=36, marker="x", c="black", linewidths=1.3, zorder=5)
+
+
+def topdown_legend(view: TopDown, unit: str) -> list:
+    """A legend entry for each kind of mark drawn, then one per condition with its median error."""
+    truth, estimates, failed = set(view.truth), set(view.estimates), view.failed
+    layers = [(len(view.flat_points), Line2D([], [], ls="", marker=".", color="0.55",
+                                             label="3D points (within the frame)")),
+              (view.reference, Line2D([], [], ls="-", marker="^", color=REFERENCE_COLOUR,
+                                      label="reference camera (line: viewing direction)")),
+              (truth, Line2D([], [], ls="-", marker="o", mfc="none", mec="0.2", color="0.2",
+                             label="query ground truth (line: viewing direction)")),
+              (estimates - failed - truth, Line2D([], [], ls="-", marker="x", color="0.2",
+                                                  label="query estimate (line: viewing direction)")),
+              (estimates & truth - failed, Line2D([], [], ls="", marker="x", color="0.2", label="query estimate")),
+              (truth & estimates, Line2D([], [], color="0.2", label="estimate to ground truth"))]
+    handles = [handle for drawn, handle in layers if drawn]
+    if failed & estimates:
+        handles.append(Line2D([], [], ls="", marker="x", color="black",
+                              label=f"not localized, fallback pose ({len(failed & estimates)})"))
+    for condition, colour in view.colours.items():
+        members = view.members(condition)
+        member_errors = [view.errors[q] for q in members if q in view.errors]
+        detail = f", median error {length_label(float(np.median(member_errors)), unit)}" if member_errors else ""
+        handles.append(Patch(color=colour, label=f"{condition} ({len(members)}){detail}"))
+    return handles
+
+
+def zoom_on_median_error(fig, ax, inset_slot, view: TopDown, span: float, unit: str) -> None:
+    """An inset around the query whose error is the median one, marked on the main map."""
+    median_error = float(np.median(list(view.errors.values())))
+    target = min(view.errors, key=lambda q: abs(view.errors[q] - median_error))
+    middle = (view.flat(view.estimates[target]) + view.flat(view.truth[target])) / 2
+    half = max(2.0 * view.errors[target], 1e-4 * span)
+    inset = fig.add_subplot(inset_slot)
+    draw_topdown(inset, view, 0.0)
+    inset.set_xlim(middle[0] - half, middle[0] + half)
+    inset.set_ylim(middle[1] - half, middle[1] + half)
+    inset.set_aspect("equal")
+    inset.locator_params(nbins=3)
+    inset.tick_params(labelsize=7)
+    inset.set_title(f"zoom x{span / (2 * half):.0f} on {Path(target).name}:\n"
+                    f"error {length_label(view.errors[target], unit)}", fontsize=8)
+    ax.indicate_inset([middle[0] - half, middle[1] - half, 2 * half, 2 * half], inset_ax=inset,
+                      edgecolor="black", alpha=0.6)
+    ax.scatter([middle[0]], [middle[1]], s=160, marker="o", facecolors="none", edgecolors="black", zorder=6)
+
+
 def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
                  truth: Optional[Dict[str, pycolmap.Rigid3d]] = None,
                  estimates: Optional[Dict[str, pycolmap.Rigid3d]] = None,
@@ -217,131 +345,50 @@ def plot_topdown(reference: Dict[str, pycolmap.Rigid3d], path: Path,
     distance, 1-99% of each axis); points outside the frame are left out. When the errors are too small
     to see at that scale, a zoomed inset shows the query with the median error.
     """
-    truth, estimates, conditions, failed = truth or {}, estimates or {}, conditions or {}, set(failed)
-    points = np.zeros((0, 3)) if points is None else np.asarray(points, float).reshape(-1, 3)
-    queries = list(dict.fromkeys([*truth, *estimates]))
-    # the frame holds the estimates of queries without ground truth, not those that are off from theirs
-    estimated_only = {q: pose for q, pose in estimates.items() if q not in truth and q not in failed}
-    basis, axis_labels, low, high = topdown_frame({**reference, **truth, **estimated_only} or estimates, points, unit)
+    view, axis_labels, low, high = topdown_view(reference, truth or {}, estimates or {}, points, conditions or {},
+                                                set(failed), max_points, unit)
     span = float((high - low).max())
-
-    flat_points = points @ basis.T
-    inside = np.all((flat_points >= low) & (flat_points <= high), axis=1)
-    flat_points = flat_points[inside][np.random.default_rng(0).permutation(int(inside.sum()))[:max_points]]
-    condition_names = list(dict.fromkeys(conditions.get(q, "queries") for q in queries))
-    colours = {c: CONDITION_COLOURS[i % len(CONDITION_COLOURS)] for i, c in enumerate(condition_names)}
-    errors = {q: float(np.linalg.norm(centre(estimates[q]) - centre(truth[q])))
-              for q in queries if q in truth and q in estimates and q not in failed}
-
-    def draw(ax, tick: float):
-        """Every layer; ``tick``: length of the viewing-direction lines (0: none)."""
-        ax.scatter(flat_points[:, 0], flat_points[:, 1], s=0.4, c="0.55", alpha=0.5, linewidths=0, rasterized=True)
-        ref_centres, ref_rotations = pose_arrays(reference, reference)
-        ref_flat = ref_centres @ basis.T
-        ax.add_collection(LineCollection(np.stack([ref_flat, ref_flat + tick * ref_rotations[:, 2] @ basis.T], 1),
-                                         colors=REFERENCE_COLOUR, linewidths=0.8))
-        ax.scatter(ref_flat[:, 0], ref_flat[:, 1], s=14, marker="^", c=REFERENCE_COLOUR, zorder=3)
-        for condition in condition_names:
-            names = [q for q in queries if conditions.get(q, "queries") == condition]
-            colour = colours[condition]
-            gt = np.array([centre(truth[q]) @ basis.T for q in names if q in truth]).reshape(-1, 2)
-            gt_dirs = np.array([truth[q].rotation.matrix()[2] @ basis.T for q in names if q in truth]).reshape(-1, 2)
-            ax.add_collection(LineCollection(np.stack([gt, gt + tick * gt_dirs], 1), colors=colour, linewidths=0.8))
-            ax.scatter(gt[:, 0], gt[:, 1], s=36, marker="o", facecolors="none", edgecolors=colour, linewidths=1.3,
-                       zorder=4)
-            pairs = np.array([[centre(estimates[q]) @ basis.T, centre(truth[q]) @ basis.T]
-                              for q in names if q in truth and q in estimates]).reshape(-1, 2, 2)
-            ax.add_collection(LineCollection(pairs, colors=colour, linewidths=1.2, zorder=4))
-            est = np.array([centre(estimates[q]) @ basis.T for q in names if q in estimates and q not in failed])
-            if len(est):
-                ax.scatter(est[:, 0], est[:, 1], s=36, marker="x", c=colour, linewidths=1.3, zorder=5)
-            alone = [q for q in names if q in estimates and q not in failed and q not in truth]
-            if alone:  # no ground truth to show where the query looks: its estimate does
-                starts = np.array([centre(estimates[q]) @ basis.T for q in alone])
-                dirs = np.array([estimates[q].rotation.matrix()[2] @ basis.T for q in alone])
-                ax.add_collection(LineCollection(np.stack([starts, starts + tick * dirs], 1), colors=colour,
-                                                 linewidths=1.0, zorder=5))
-        lost = np.array([centre(estimates[q]) @ basis.T for q in queries if q in estimates and q in failed])
-        if len(lost):
-            ax.scatter(lost[:, 0], lost[:, 1], s=36, marker="x", c="black", linewidths=1.3, zorder=5)
-
-    median_error = float(np.median(list(errors.values()))) if errors else None
-    zoom = median_error is not None and median_error < 0.01 * span
+    zoom = bool(view.errors) and float(np.median(list(view.errors.values()))) < 0.01 * span
     width_ratio = (high[0] - low[0]) / max(high[1] - low[1], 1e-9)
     main_width = 9.0
     height = float(np.clip(main_width / width_ratio, 4.5 if zoom else 3.5, 8.0))
     fig = plt.figure(figsize=(main_width + 3.6, height + 0.6), dpi=110)
     grid = fig.add_gridspec(2, 2, width_ratios=(main_width, 3.6), height_ratios=(1, 1))
     ax = fig.add_subplot(grid[:, 0])
-    draw(ax, 0.025 * span)
+    draw_topdown(ax, view, 0.025 * span)
     ax.set_xlim(low[0], high[0])
     ax.set_ylim(low[1], high[1])
     ax.set_aspect("equal")
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.grid(alpha=0.25)
-    beyond = [q for q in estimates if not np.all((centre(estimates[q]) @ basis.T >= low)
-                                                 & (centre(estimates[q]) @ basis.T <= high))]
+    beyond = [q for q in view.estimates if not np.all((view.flat(view.estimates[q]) >= low)
+                                                      & (view.flat(view.estimates[q]) <= high))]
     ax.set_title(title or f"top-down view: {len(reference)} reference cameras"
-                 + (f", {len(queries)} queries" if queries else "")
+                 + (f", {len(view.queries)} queries" if view.queries else "")
                  + (f" ({len(beyond)} estimates beyond the frame)" if beyond else ""), fontsize=10)
-
-    layers = [(len(flat_points), Line2D([], [], ls="", marker=".", color="0.55", label="3D points (within the frame)")),
-              (reference, Line2D([], [], ls="-", marker="^", color=REFERENCE_COLOUR,
-                                 label="reference camera (line: viewing direction)")),
-              (truth, Line2D([], [], ls="-", marker="o", mfc="none", mec="0.2", color="0.2",
-                             label="query ground truth (line: viewing direction)")),
-              (set(estimates) - failed - set(truth), Line2D([], [], ls="-", marker="x", color="0.2",
-                                                            label="query estimate (line: viewing direction)")),
-              (set(estimates) & set(truth) - failed, Line2D([], [], ls="", marker="x", color="0.2",
-                                                            label="query estimate")),
-              (set(truth) & set(estimates), Line2D([], [], color="0.2", label="estimate to ground truth"))]
-    handles = [handle for drawn, handle in layers if drawn]
-    if failed & set(estimates):
-        handles.append(Line2D([], [], ls="", marker="x", color="black",
-                              label=f"not localized, fallback pose ({len(failed & set(estimates))})"))
-    for condition in condition_names:
-        members = [q for q in queries if conditions.get(q, "queries") == condition]
-        member_errors = [errors[q] for q in members if q in errors]
-        detail = f", median error {length_label(float(np.median(member_errors)), unit)}" if member_errors else ""
-        handles.append(Patch(color=colours[condition], label=f"{condition} ({len(members)}){detail}"))
     legend_ax = fig.add_subplot(grid[0, 1] if zoom else grid[:, 1])
     legend_ax.axis("off")
-    legend_ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False)
-
+    legend_ax.legend(handles=topdown_legend(view, unit), loc="upper left", fontsize=8, frameon=False)
     if zoom:
-        target = min(errors, key=lambda q: abs(errors[q] - median_error))
-        middle = (centre(estimates[target]) + centre(truth[target])) @ basis.T / 2
-        half = max(2.0 * errors[target], 1e-4 * span)
-        inset = fig.add_subplot(grid[1, 1])
-        draw(inset, 0.0)
-        inset.set_xlim(middle[0] - half, middle[0] + half)
-        inset.set_ylim(middle[1] - half, middle[1] + half)
-        inset.set_aspect("equal")
-        inset.locator_params(nbins=3)
-        inset.tick_params(labelsize=7)
-        inset.set_title(f"zoom x{span / (2 * half):.0f} on {Path(target).name}:\nerror {length_label(errors[target], unit)}",
-                        fontsize=8)
-        ax.indicate_inset([middle[0] - half, middle[1] - half, 2 * half, 2 * half], inset_ax=inset,
-                          edgecolor="black", alpha=0.6)
-        ax.scatter([middle[0]], [middle[1]], s=160, marker="o", facecolors="none", edgecolors="black", zorder=6)
+        zoom_on_median_error(fig, ax, grid[1, 1], view, span, unit)
     return save_figure(fig, path)
 
 
+def frustum_edges(camera: pycolmap.Camera, cam_from_world: pycolmap.Rigid3d, depth: float) -> np.ndarray:
+    """Edges (8, 2, 3) of a camera's viewing pyramid cut at ``depth``: centre to the four image corners, and the
+    rectangle between them, in world coordinates."""
+    corners = np.array([[0, 0], [camera.width, 0], [camera.width, camera.height], [0, camera.height]], float)
+    rays = np.hstack([camera.cam_from_img(corners), np.ones((4, 1))])
+    world = (depth * rays - np.asarray(cam_from_world.translation)) @ cam_from_world.rotation.matrix()
+    centre_point = centre(cam_from_world)
+    return np.array([(centre_point, corner) for corner in world] + [(world[k], world[(k + 1) % 4]) for k in range(4)])
+
+
 def frustum_segments(model: pycolmap.Reconstruction, image_ids: Sequence[int], depth: float) -> np.ndarray:
-    """Edges (N, 8, 2, 3) of each image's viewing pyramid cut at ``depth``: centre to the four image corners,
-    and the rectangle between them, in world coordinates."""
-    segments = []
-    for image_id in image_ids:
-        image = model.images[image_id]
-        camera = model.cameras[image.camera_id]
-        corners = np.array([[0, 0], [camera.width, 0], [camera.width, camera.height], [0, camera.height]], float)
-        rays = np.hstack([camera.cam_from_img(corners), np.ones((4, 1))])
-        pose = image.cam_from_world()
-        world = (depth * rays - np.asarray(pose.translation)) @ pose.rotation.matrix()
-        centre_point = image.projection_center()
-        segments.append([(centre_point, corner) for corner in world]
-                        + [(world[k], world[(k + 1) % 4]) for k in range(4)])
+    """Edges (N, 8, 2, 3) of each image's viewing pyramid (``frustum_edges``)."""
+    segments = [frustum_edges(model.cameras[model.images[i].camera_id], model.images[i].cam_from_world(), depth)
+                for i in image_ids]
     return np.array(segments, float).reshape(-1, 8, 2, 3)
 
 

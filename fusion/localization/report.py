@@ -1,9 +1,11 @@
 """A static HTML report beside the outputs of every localization run (and of a reconstruction).
 
 ``OUTPUTS/report.html`` is plain HTML and CSS that opens offline in any browser; its images are
-files referenced by relative paths (``OUTPUTS/*.png``, and the gallery's JPEGs in ``OUTPUTS/report/``). A localization
+files referenced by relative paths (``OUTPUTS/*.png``, and the gallery's JPEGs in ``OUTPUTS/report/``), and its
+3D view (``view3d``) reads plotly's JavaScript from a file beside it. A localization
 report holds the command and fingerprint (settings, their hash, the source commit), the recall
-table per condition, a per-query table (inliers, errors, retrieved images), the figures, a gallery
+table per condition, a per-query table (inliers, errors, retrieved images), the figures, a 3D view of the map
+and the query poses, a gallery
 of the worst queries with their matches, and the time of each step.
 
     report.localization_report(scene, out)    # pipeline.run calls it: figures + report.html
@@ -28,7 +30,7 @@ import pycolmap
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import pairs_by_query, read_image, read_pairs
 from ..features.provenance import config_hash, git_commit, replace_file
-from . import figures, localize
+from . import figures, localize, view3d
 from .poses import poses_from_model, read_poses
 from .recall import THRESHOLDS
 
@@ -104,7 +106,7 @@ def figure(path: Path, root: Path, caption: str) -> Html:
 
 
 def write_page(path: Path, title: str, sections: Sequence[Tuple[str, str]], subtitle: str = "") -> Path:
-    """One self-contained page (inline CSS, no scripts) with a link bar to its sections; written atomically."""
+    """One page (inline CSS; scripts only in the 3D view's section) with a link bar to its sections; written atomically."""
     anchors = [heading.lower().replace(" ", "-") for heading, _ in sections]
     nav = " ".join(f'<a href="#{a}">{escape(h)}</a>' for a, (h, _) in zip(anchors, sections))
     body = "".join(f'<section id="{a}"><h2>{escape(h)}</h2>{content}</section>'
@@ -396,6 +398,17 @@ def localization_figures(scene, out: dict, num_worst: int = NUM_WORST) -> None:
         out["gallery"].append((path, gallery_caption(rank, row, detail)))
 
 
+def localization_view(scene, out: dict, rows: List[QueryRow], outputs: Path) -> Html:
+    """The 3D view of the map (``out['model']``), the estimated poses and the ground truth of the queries."""
+    names = {r.name: r.result_name for r in rows}
+    truth = {names[n]: p for n, p in (scene.ground_truth or {}).items() if n in names}
+    cameras = {names[n]: camera for n, camera in scene.queries if n in names}
+    estimates = read_poses(out["results"])
+    figure_3d = view3d.view_figure(out["model"], truth, estimates, {r.result_name: r.condition for r in rows},
+                                   [r.result_name for r in rows if r.localized is False], cameras)
+    return Html(view3d.view_section(figure_3d, outputs))
+
+
 def write_localization_report(scene, out: dict) -> Path:
     """``report.html`` from ``out`` (pipeline.run's result with its figures, gallery and timings); with
     ``out['map']`` (the plain first pass of ``--learn-stability``), a section comparing the two passes."""
@@ -417,6 +430,7 @@ def write_localization_report(scene, out: dict) -> Path:
         ("Recall", recall_section(out.get("report"), scene.benchmark)),
         *([("Learned stability", stability_section(scene, out["map"], out, rows, outputs))] if out.get("map") else []),
         ("Figures", Html("".join(figure(p, outputs, caption) for caption, p in out.get("figures", {}).items()))),
+        ("3D view", localization_view(scene, out, rows, outputs)),
         ("Worst queries", Html("".join(gallery) or "<p>No query has an estimate.</p>")),
         ("Queries", per_query_section(rows, logs_known)),
         ("Time per step", timing_section(out.get("timings", {}))),
@@ -458,6 +472,7 @@ def reconstruction_report(outputs: Path, model: pycolmap.Reconstruction, statist
         ("Model", table(("statistic", "value"), [(k, f"{v:.3f}" if isinstance(v, float) else v)
                                                   for k, v in statistics.items()], numeric=(1,))),
         ("Figures", Html("".join(figure(p, outputs, caption) for caption, p in pictures.items()))),
+        ("3D view", Html(view3d.view_section(view3d.view_figure(model), outputs))),
         ("Images", table(("image", "camera", "registered", "3D points seen"), image_rows, numeric=(3,))),
     ]
     if skipped:

@@ -55,11 +55,7 @@ def create_database(reference: pycolmap.Reconstruction, path: Path) -> Dict[str,
 
 def epipolar_distances(cam1_from_cam0: pycolmap.Rigid3d, points0: np.ndarray, points1: np.ndarray):
     """Distances of normalised points to their epipolar lines, in each image."""
-    rotation, translation = cam1_from_cam0.rotation.matrix(), np.asarray(cam1_from_cam0.translation)
-    skew = np.array([[0, -translation[2], translation[1]],
-                     [translation[2], 0, -translation[0]],
-                     [-translation[1], translation[0], 0]])
-    essential = skew @ rotation
+    essential = pycolmap.essential_matrix_from_pose(cam1_from_cam0)  # unit translation: distances are unchanged
     h0 = np.hstack([points0, np.ones((len(points0), 1))])
     h1 = np.hstack([points1, np.ones((len(points1), 1))])
     lines1, lines0 = h0 @ essential.T, h1 @ essential

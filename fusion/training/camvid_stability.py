@@ -24,7 +24,8 @@ from ..features.stability import StabilityHead
 from ..features.xfeat import XFeatBackbone, resize_to_multiple_of_32
 from . import stability_head
 from .data.camvid import CAMVID_LICENCE, split_files, stability_cells
-from .stability_head import Sample, head_inputs, photometric_variant, train_head
+from .data.photometric import photometric_variant
+from .stability_head import Sample, head_inputs, train_head
 
 logger = logging.getLogger("fusion")
 

@@ -4,12 +4,12 @@ SFD2's stability classes stand for what a map keeps (buildings) and what it does
 sky, people, cars). A reference reconstruction says it directly: a keypoint that became a 3D point
 seen in three or more images is **stable**, one seen in two is **short-term**, one detected but
 never triangulated is **unstable**; 1/8 cells without keypoints are ignored. The head is trained alone
-on the frozen backbone's maps (``fusion.training.stability_head``; photometric variants: dimmer,
-night-like, other contrast, which the labels do not change). Validation holds out a share of the 3D
-points (and of the untriangulated keypoints), in every image that sees them: labels belong to points,
-so no point is in both sets. On the held-out cells it reports the per-class accuracy and the AUC of
-the head and of XFeat's own heatmap x reliability as predictors of "was triangulated" (the free
-baseline a learned head has to beat).
+on the frozen backbone's maps (``fusion.training.stability_head``; photometric variants, from
+``fusion.training.data.photometric``: dimmer, night-like, other contrast, which the labels do not
+change). Validation holds out a share of the 3D points (and of the untriangulated keypoints), in every
+image that sees them: labels belong to points, so no point is in both sets. On the held-out cells it
+reports the per-class accuracy and the AUC of the head and of XFeat's own heatmap x reliability as
+predictors of "was triangulated" (the free baseline a learned head has to beat).
 
     python -m fusion.train --stage stability --reference MODEL --features FEATS.h5 --images DIR [--output CKPT]
 """
@@ -34,7 +34,8 @@ from ..features.stability import STABILITY_CLASSES
 from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
 from . import stability_head
 from .data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
-from .stability_head import Sample, best_epoch, head_inputs, photometric_variant, train_head
+from .data.photometric import photometric_variant
+from .stability_head import Sample, best_epoch, head_inputs, train_head
 
 logger = logging.getLogger("fusion")
 

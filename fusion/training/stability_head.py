@@ -41,21 +41,6 @@ def head_inputs(backbone: XFeatBackbone, image: torch.Tensor) -> Dict[str, torch
     return {name: maps[name][0].half() for name in HEAD_INPUTS}
 
 
-def photometric_variant(image: torch.Tensor, kind: str, rng: np.random.Generator) -> torch.Tensor:
-    """The same view under other light: the map's classes do not depend on it, the query's light does."""
-    if kind == "original":
-        return image
-    if kind == "dim":
-        return (image * rng.uniform(0.35, 0.6)).clamp(0, 1)
-    if kind == "night":
-        tint = torch.tensor([1.0, 0.8, 0.55])[:, None, None]
-        noise = torch.from_numpy(rng.normal(0, 0.02, image.shape).astype(np.float32))
-        return (image.pow(1.4) * 0.25 * tint + noise).clamp(0, 1)
-    if kind == "contrast":
-        return ((image - 0.5) * rng.uniform(0.6, 1.4) + 0.5 + rng.uniform(-0.1, 0.1)).clamp(0, 1)
-    raise ValueError(f"photometric variant {kind!r} is not one of original, dim, night, contrast")
-
-
 def confusion(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """3 x 3 counts (true class, predicted class) over the labelled cells."""
     keep = labels != IGNORE

@@ -26,7 +26,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from ..features.errors import CommandParser, run_cli
 from ..features.fused import load_checkpoint, packaged_checkpoint, save_checkpoint
 from ..features.provenance import config_hash, git_commit
 from ..features.xfeat import load_xfeat_backbone
-from .config import load_config
+from .config import load_config, with_overrides
 from .data import build_dataset
 from .distributed import all_reduce_mean, all_reduce_sum, barrier
 from .inputs import StepInputs, inputs_of_terms, unmet_requirements, uses_sfd2_stability
@@ -124,23 +124,20 @@ class LossWindow:
             self.sums[key] += value
             self.counts[key] += 1
 
-    def row(self) -> dict:
-        return {**{k: self.sums[k] / self.counts[k] for k in self.sums}, "skipped": self.skipped}
+    def take_row(self) -> dict:
+        """The means since the last row; the window starts again empty."""
+        row = {**{k: self.sums[k] / self.counts[k] for k in self.sums}, "skipped": self.skipped}
+        self.sums.clear()
+        self.counts.clear()
+        self.skipped = 0
+        return row
 
 
 class Trainer:
     def __init__(self, conf: dict, pretrained: Optional[Path] = None):
         self.conf = conf
         check_requirements(conf)
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
-        self.rank = int(os.environ.get("RANK", 0))
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        want = conf["device"]
-        cuda = torch.cuda.is_available() and want in ("auto", "cuda")
-        if want == "cuda" and not cuda:
-            raise ValueError("device=cuda but no CUDA device is available")
-        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
+        cuda = self.join_processes(conf["device"])
         train = conf["train"]
         self.amp = cuda and train["amp"]
         self.amp_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[train["amp_dtype"]]
@@ -148,8 +145,34 @@ class Trainer:
         self.hash = config_hash(conf)
         self.run_dir = Path(conf["output_root"]) / (conf["run"] or f"{conf['stage']}-{self.hash}")
         self.terms = active_terms(conf)
-        wanted = inputs_of_terms(self.terms, conf)
+        self.build_model(pretrained, cuda)
+        self.load_teachers(inputs_of_terms(self.terms, conf))
+        self.build_optimiser()
+        self.dataset = build_dataset(conf["data"], conf["seed"])
+        self.validation = None
+        if train["val_every"] > 0 and self.rank == 0:
+            synthetic = conf["data"]["synthetic"]["root"] if conf["data"]["mix"].get("synthetic", 0) > 0 else None
+            self.validation = build_validation(conf["val"], synthetic)
+        self.best: Optional[dict] = None  # {"step", "metrics"} of best.pt
+        self.step = 0
 
+    def join_processes(self, want: str) -> bool:
+        """Rank and world size (torchrun's environment, one process without it) and this rank's device;
+        whether it is a CUDA device."""
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.rank = int(os.environ.get("RANK", 0))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        cuda = torch.cuda.is_available() and want in ("auto", "cuda")
+        if want == "cuda" and not cuda:
+            raise ValueError("device=cuda but no CUDA device is available")
+        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
+        return cuda
+
+    def build_model(self, pretrained: Optional[Path], cuda: bool) -> None:
+        """The model to train (``self.model``), from the official, random or ``pretrained`` weights, and
+        ``self.net``, the same model under DistributedDataParallel when there are several processes."""
+        conf = self.conf
         frozen = frozen_batchnorm(conf, pretrained)
         model = TrainingModel(conf["model"], frozen_batchnorm=frozen)
         if conf["model"]["init"] == "random":
@@ -169,6 +192,10 @@ class Trainer:
         self.net = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device] if cuda else None,
                                                               find_unused_parameters=True)
                     if self.world > 1 else self.model)
+
+    def load_teachers(self, wanted) -> None:
+        """The frozen models that the selected terms learn from (None where no term needs one)."""
+        conf = self.conf
         self.teacher = load_teacher(conf["teacher"]["checkpoint"]).to(self.device) if "teacher" in wanted else None
         self.stability_teacher = None
         if "stability_teacher" in wanted and not uses_sfd2_stability(conf):
@@ -183,6 +210,10 @@ class Trainer:
         for frozen_model in (self.teacher, self.xfeat_teacher, self.stability_teacher):
             if frozen_model is not None:
                 frozen_model.requires_grad_(False)
+
+    def build_optimiser(self) -> None:
+        """The loss weighting, the semantic prototypes, the optimiser and the gradient scaler."""
+        conf, train = self.conf, self.conf["train"]
         self.prototypes = PrototypeBank(3, 64, conf["losses"]["prototype"]["momentum"]).to(self.device)
         static = {n: float(conf["losses"]["weights"][n]) for n in self.terms}
         self.weighting = LossWeighting(self.terms, static, conf["losses"]["weighting"],
@@ -194,13 +225,6 @@ class Trainer:
             groups.append({"params": [self.weighting.log_vars], "base_lr": lr, "lr": lr, "weight_decay": 0.0})
         self.optimizer = torch.optim.AdamW(groups, lr=train["lr"], weight_decay=train["weight_decay"])
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
-        self.dataset = build_dataset(conf["data"], conf["seed"])
-        self.validation = None
-        if train["val_every"] > 0 and self.rank == 0:
-            synthetic = conf["data"]["synthetic"]["root"] if conf["data"]["mix"].get("synthetic", 0) > 0 else None
-            self.validation = build_validation(conf["val"], synthetic)
-        self.best: Optional[dict] = None  # {"step", "metrics"} of best.pt
-        self.step = 0
 
     @staticmethod
     def seed_everything(seed: int, deterministic: bool, cuda: bool = False) -> None:
@@ -357,6 +381,47 @@ class Trainer:
                 if isinstance(value, (int, float)) and key != "step":
                     writer_state["tensorboard"].add_scalar(key, value, row["step"])
 
+    def open_tensorboard(self):
+        """A TensorBoard writer in the run folder when ``train.tensorboard`` asks for one and it is installed."""
+        if not (self.conf["train"]["tensorboard"] and self.rank == 0):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.warning("train.tensorboard: tensorboard is not installed; logging CSV and JSONL only")
+            return None
+        return SummaryWriter(self.run_dir / "tensorboard")
+
+    def train_step(self, batch: dict, window: LossWindow) -> Tuple[float, torch.Tensor]:
+        """One step on ``batch`` (skipped when a loss is not finite), added to ``window``; its learning rate and
+        total loss."""
+        terms = self.terms_at(self.step)
+        self.train_heads_of(terms)
+        lr = self.set_learning_rate()
+        losses = self.compute_losses(batch, terms)
+        total = self.weighting(losses) if losses else torch.tensor(float("nan"))
+        updated = self.optimise(losses, total)
+        if not updated:
+            logger.warning(f"step {self.step + 1}: non-finite loss {total.item()}; step skipped")
+        elif any("fused.stability_head" in TERMS[t].heads for t in terms):
+            self.model.fused.stability_trained.fill_(True)
+        window.add(total.item(), {k: v.item() for k, v in losses.items()}, skipped=not updated)
+        self.step += 1
+        return lr, total
+
+    def step_row(self, window: LossWindow, end: int) -> dict:
+        """What the step just taken logs: the window's mean losses every ``log_every`` steps (then ``window`` is
+        emptied), the validation metrics every ``val_every`` steps; empty when neither is due."""
+        conf = self.conf["train"]
+        row = {}
+        if self.step % conf["log_every"] == 0 or self.step == end:
+            row.update(window.take_row(), **self.weighting.state())
+        if conf["val_every"] > 0 and (self.step % conf["val_every"] == 0 or self.step == conf["steps"]):
+            if self.validation is not None:
+                row.update(self.run_validation())
+            barrier()
+        return row
+
     def train(self, stop_at: Optional[int] = None) -> Optional[Path]:
         """Train to ``train.steps`` (or stop after ``stop_at``, keeping a resumable checkpoint)."""
         conf = self.conf["train"]
@@ -364,14 +429,7 @@ class Trainer:
         resumed = self.resume()
         if main_process:
             self.write_run_files()
-        writer_state = {"tensorboard": None}
-        if conf["tensorboard"] and main_process:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                writer_state["tensorboard"] = SummaryWriter(self.run_dir / "tensorboard")
-            except ImportError:
-                logger.warning("train.tensorboard: tensorboard is not installed; logging CSV and JSONL only")
+        writer_state = {"tensorboard": self.open_tensorboard()}
         end = conf["steps"] if stop_at is None else min(conf["steps"], stop_at)
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=self.conf["data"]["batch_size"], num_workers=self.conf["data"]["num_workers"],
@@ -384,28 +442,10 @@ class Trainer:
         progress = tqdm(total=end - self.step, desc=f"train {self.conf['stage']}", disable=not main_process)
         try:
             for batch in loader:
-                terms = self.terms_at(self.step)
-                self.train_heads_of(terms)
-                lr = self.set_learning_rate()
-                losses = self.compute_losses(batch, terms)
-                total = self.weighting(losses) if losses else torch.tensor(float("nan"))
-                updated = self.optimise(losses, total)
-                if not updated:
-                    logger.warning(f"step {self.step + 1}: non-finite loss {total.item()}; step skipped")
-                elif any("fused.stability_head" in TERMS[t].heads for t in terms):
-                    self.model.fused.stability_trained.fill_(True)
-                window.add(total.item(), {k: v.item() for k, v in losses.items()}, skipped=not updated)
-                self.step += 1
+                lr, total = self.train_step(batch, window)
                 progress.update(1)
                 progress.set_postfix(loss=f"{total.item():.3f}")
-                row = {}
-                if self.step % conf["log_every"] == 0 or self.step == end:
-                    row.update(window.row(), **self.weighting.state())
-                    window = LossWindow()
-                if conf["val_every"] > 0 and (self.step % conf["val_every"] == 0 or self.step == conf["steps"]):
-                    if self.validation is not None:
-                        row.update(self.run_validation())
-                    barrier()
+                row = self.step_row(window, end)
                 if main_process and row:
                     self.log({"step": self.step, "stage": self.conf["stage"], "time": round(time.time() - start, 2),
                               "lr": lr, **row}, writer_state)
@@ -441,21 +481,6 @@ def resolve_config(config: Path, stage: Optional[str], overrides) -> dict:
     return load_config(stage_file, overrides, root=config)
 
 
-def head_stage_conf(parser, stage: str, default_conf: dict, overrides) -> dict:
-    """``key=value`` overrides of a head stage's ``default_conf``, type-checked against its defaults."""
-    conf = {}
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key not in default_conf or not value:
-            parser.error(f"--stage {stage}: {override!r} is not key=value with a key of {', '.join(sorted(default_conf))}")
-        conf[key] = yaml.safe_load(value)
-        expected = type(default_conf[key])
-        if not (isinstance(conf[key], expected) or (expected is float and isinstance(conf[key], int))
-                or (expected is tuple and isinstance(conf[key], list))):
-            parser.error(f"--stage {stage}: {key} must be a {expected.__name__}, like {default_conf[key]!r}")
-    return conf
-
-
 def main(argv=None):
     parser = CommandParser("python -m fusion.train", __doc__)
     parser.add_argument("--stage", choices=("pretrain", "distill", "semantic", "finetune", "stability", "camvid"))
@@ -483,7 +508,10 @@ def main(argv=None):
             from .map_stability import default_conf  # pycolmap: only this stage needs it
             from .map_stability import main as learn_head
             inputs = (args.reference, args.features, args.images)
-        conf = head_stage_conf(parser, args.stage, default_conf, args.overrides)
+        try:
+            conf = with_overrides(default_conf, args.overrides)
+        except ValueError as error:
+            parser.error(f"--stage {args.stage}: {error}")
         path = learn_head(*inputs, args.output, args.pretrained, conf)
         print(f"fused checkpoint with a trained stability head: {path}")
         return

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from ...features.io import IMAGE_SUFFIXES
 from .geometry import cell_centres, cell_corners, inside, warp_homography
 from .labels import ade20k_lookup, cell_labels, label_path, read_stability_labels
+from .photometric import LIGHT_CHANGE, seeded
 
 
 class SyntheticPairs:
@@ -50,16 +52,13 @@ class SyntheticPairs:
         moved = (corners + jitter) @ rotation[:, :2].T + rotation[:, 2]
         return cv2.getPerspectiveTransform(corners, moved.astype(np.float32)).astype(np.float64)
 
-    def photometric(self, rng, image):
-        image = image.astype(np.float32) / 255
+    def photometric(self, rng, image: np.ndarray) -> np.ndarray:
+        """An 8-bit RGB image (H, W, 3) as float32 (3, H, W) in [0, 1], under other light (``LIGHT_CHANGE``)
+        if configured."""
+        image = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)
         if self.conf["photometric"]:
-            image = (image - 0.5) * rng.uniform(0.6, 1.4) + 0.5 + rng.uniform(-0.2, 0.2)
-            image = np.clip(image, 0, 1) ** rng.uniform(0.7, 1.4)
-            image *= rng.uniform(0.85, 1.15, 3)
-            if rng.random() < 0.3:
-                image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.5))
-            image += rng.normal(0, rng.uniform(0, 0.03), image.shape)
-        return np.clip(image, 0, 1).astype(np.float32)
+            image = seeded(LIGHT_CHANGE, image, rng)
+        return image.contiguous().numpy()
 
     def sample(self, rng) -> dict:
         width, height = self.conf["size"]
@@ -77,8 +76,8 @@ class SyntheticPairs:
         warp10 = warp_homography(centres, np.linalg.inv(homography))
         corners10 = warp_homography(cell_corners(height, width), np.linalg.inv(homography))
         sample = {
-            "image0": self.photometric(rng, crop).transpose(2, 0, 1),
-            "image1": self.photometric(rng, warped).transpose(2, 0, 1),
+            "image0": self.photometric(rng, crop),
+            "image1": self.photometric(rng, warped),
             "warp01": warp01, "valid01": inside(warp01, height, width, 4),
             "warp10": warp10, "valid10": inside(warp10, height, width, 4),
             "corners10": corners10, "corners10_valid": inside(corners10, height, width),

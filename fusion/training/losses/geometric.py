@@ -1,4 +1,4 @@
-"""Geometric consistency: bidirectional warp consistency of the detection maps, or epipolar for pose-only pairs."""
+"""Geometric consistency: bidirectional warp consistency of the detection maps."""
 
 import torch
 import torch.nn.functional as F
@@ -21,15 +21,6 @@ def warp_consistency(map0, map1, warp01, valid01, warp10, valid10, size) -> torc
         total = total + (diff * valid).sum()
         count = count + valid.sum()
     return total / max(float(count), 1.0)
-
-
-def epipolar_distance(points0, points1, fundamental) -> torch.Tensor:
-    """Symmetric epipolar distance (N,) of pixel points under a fundamental matrix (3, 3)."""
-    h0 = F.pad(points0, (0, 1), value=1.0)
-    h1 = F.pad(points1, (0, 1), value=1.0)
-    lines1, lines0 = h0 @ fundamental.t(), h1 @ fundamental
-    residual = (h1 * lines1).sum(1).abs()
-    return residual / lines1[:, :2].norm(dim=1).clamp_min(1e-8) + residual / lines0[:, :2].norm(dim=1).clamp_min(1e-8)
 
 
 @register_term("geometric", inputs=("student", "warps"),

@@ -66,7 +66,7 @@ def queries_only(scene, first: dict, checkpoint: Path, keypoints: int, out: Path
     matcher = match.confs["xfeat_mnn"]
     matches = pipeline.named(out, "matches-queries-fused", match.recipe_of(matcher, features, first["features"]), ".h5")
     match.main(matcher, first["loc_pairs"], features, matches=matches, features_ref=first["features"])
-    results = out / f"results_queries_only-{checkpoint.stem}.txt"
+    results = out / f"results_queries_only-{features.stem}.txt"  # named after the features: another head, another file
     return localize.main(first["model"], scene.queries, first["loc_pairs"], features, matches, results,
                          options["ransac_max_error"], False, first["name_style"])
 

@@ -75,9 +75,13 @@ def connect(address: Optional[str] = None):
     except ImportError:
         raise ValueError('--executor ray needs Ray: pip install -e ".[cluster]" (or pip install ray)') from None
     if not ray.is_initialized():
-        # the tasks' own progress bars and logs would interleave on the driver's terminal: it draws one bar for all
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False,
-                 **({} if address or os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}))
+        cluster = address or os.environ.get("RAY_ADDRESS")
+        try:
+            # the tasks' own progress bars and logs would interleave on the driver's terminal: it draws one bar for all
+            ray.init(address=cluster or "local", log_to_driver=False, **({} if cluster else {"include_dashboard": False}))
+        except (ConnectionError, RuntimeError) as error:
+            raise ValueError(f"--ray-address {cluster}: cannot connect to a Ray cluster there ({one_line(error)}); start "
+                             "one with ray start --head, or leave out --ray-address for a local instance") from None
     return ray
 
 

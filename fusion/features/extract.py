@@ -15,15 +15,7 @@ import torch
 
 from . import EXTRACTORS, build_model, model_class
 from .errors import BatchError, CommandParser, finish_batch, run_cli
-from .executor import (
-    LOCAL,
-    Executor,
-    add_executor_args,
-    check_executor,
-    executor_from_args,
-    progress_bar,
-    run_in_parts,
-)
+from .executor import LOCAL, Executor, add_executor_args, check_executor, executor_from_args, progress_bar, run_in_parts
 from .extractor import FUSED_ONLY_KEYS
 from .h5 import H5Writer
 from .io import ImageError, list_images, read_image, read_image_list, resize_image

@@ -12,15 +12,7 @@ import torch
 
 from . import MATCHERS, build_model, model_class
 from .errors import BatchError, CommandParser, finish_batch, run_cli
-from .executor import (
-    LOCAL,
-    Executor,
-    add_executor_args,
-    check_executor,
-    executor_from_args,
-    progress_bar,
-    run_in_parts,
-)
+from .executor import LOCAL, Executor, add_executor_args, check_executor, executor_from_args, progress_bar, run_in_parts
 from .h5 import FeatureReader, H5Writer
 from .io import names_to_pair, read_pairs, write_pairs
 from .locks import add_no_wait

@@ -11,10 +11,11 @@ and the peak resident memory against the number of items (flat when nothing grow
 Aachen v1.1: about 6,700 database + 1,015 query images and 87k pairs (hloc's covisibility 20 +
 retrieval 50). Figures on CUDA are added when a GPU is available.
 
-``--ray`` adds extraction with ``--executor ray`` on a local Ray instance (started by the command, all
-cores: ``--task-size`` images per task) at 1/8, 1/2 and all of the images, against the local executor
-at the same counts, and the overhead per task: the same largest run again with tasks 4x smaller, the
-extra wall time divided by the extra tasks. (Peak RSS is the driver's: Ray's workers are not its children.)
+``--ray`` measures instead extraction with ``--executor ray`` on a local Ray instance (started by the
+command, all cores; ``--task-size`` images per task) against the local executor at ``--ray-counts``
+images, the two runs of each count one after the other (so that other load on the machine hits both
+alike), and the overhead per task: the smallest count again in tasks 4x smaller, the extra wall time
+divided by the extra tasks. (Peak RSS is the driver's: Ray's workers are not its children.)
 """
 
 import argparse
@@ -105,17 +106,20 @@ def measure_matching(features: Path, pair_list: list, counts: list, out: Path, c
     return {"counts": counts, "wall_s": walls, "peak_mib": memory, "ms_per_pair": 1000 * slope(counts, walls)}
 
 
-def measure_ray(images: Path, names: list, counts: list, out: Path, device: str, task_size: int, local: dict) -> dict:
-    """Extraction on Ray at ``counts`` against the local executor's walls at the same counts, and the overhead per task."""
-    ray = measure_extraction(images, names, counts, out, device, ("--executor", "ray", "--task-size", str(task_size)))
-    smaller = max(1, task_size // 4)
-    again = measure_extraction(images, names, counts[-1:], out, device, ("--executor", "ray", "--task-size", str(smaller)))
-    extra_tasks = task_count(counts[-1], smaller) - task_count(counts[-1], task_size)
-    local_walls = dict(zip(local["counts"], local["wall_s"]))
-    return {**ray, "task_size": task_size, "tasks": [task_count(c, task_size) for c in counts],
-            "local_wall_s": [local_walls.get(c) for c in counts], "images_per_s": [c / w for c, w in zip(counts, ray["wall_s"])],
+def measure_ray(images: Path, names: list, counts: list, out: Path, device: str, task_size: int) -> dict:
+    """Extraction on Ray against the local executor at each of ``counts``, and the overhead per Ray task."""
+    options = ("--executor", "ray", "--task-size", str(task_size))
+    smaller = max(1, task_size // 4)  # first: the figure a run cut short by its time limit still has
+    again = measure_extraction(images, names, counts[:1], out, device, ("--executor", "ray", "--task-size", str(smaller)))
+    local, ray = [], []
+    for count in counts:
+        local.append(measure_extraction(images, names, [count], out, device)["wall_s"][0])
+        ray.append(measure_extraction(images, names, [count], out, device, options)["wall_s"][0])
+    extra_tasks = task_count(counts[0], smaller) - task_count(counts[0], task_size)
+    return {"counts": counts, "task_size": task_size, "tasks": [task_count(c, task_size) for c in counts],
+            "local_wall_s": local, "wall_s": ray, "images_per_s": [c / w for c, w in zip(counts, ray)],
             "smaller_task_size": smaller, "smaller_wall_s": again["wall_s"][0],
-            "overhead_per_task_s": (again["wall_s"][0] - ray["wall_s"][-1]) / extra_tasks}
+            "overhead_per_task_s": (again["wall_s"][0] - ray[0]) / max(1, extra_tasks)}
 
 
 def hours(seconds: float) -> str:
@@ -130,16 +134,16 @@ def main(argv=None):
     parser.add_argument("--lighterglue-pairs", type=int, default=100)
     parser.add_argument("--device", default="cpu", help="cpu (and cuda too when available), or cuda")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "scale")
-    parser.add_argument("--ray", action="store_true", help="add extraction on a local Ray instance (pip install -e .[cluster])")
+    parser.add_argument("--ray", action="store_true", help="measure extraction on a local Ray instance against the local "
+                        "executor instead (pip install -e .[cluster])")
+    parser.add_argument("--ray-counts", type=int, nargs="+", default=[125, 500, 1000])
     parser.add_argument("--task-size", type=int, default=TASK_SIZES["img"], help="images per Ray task")
-    parser.add_argument("--extraction-only", action="store_true", help="skip matching")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     images = args.out / "images"
     names = generate(images, args.images, args.unique)
     devices = [args.device] + (["cuda"] if args.device == "cpu" and torch.cuda.is_available() else [])
     image_counts = sorted({max(10, args.images // 8), args.images // 4, args.images // 2, args.images})
-    ray_counts = sorted({max(10, args.images // 8), args.images // 2, args.images})
     poses = {name: pose for name, pose in zip(names, demo_scene.camera_poses(np.random.default_rng(1), len(names),
                                                                               (1.5, 34.0), jitter=True))}
     pair_list = pairs.from_poses(poses, poses, 20)
@@ -150,13 +154,10 @@ def main(argv=None):
     glue_counts = sorted({max(2, args.lighterglue_pairs // 4), args.lighterglue_pairs // 2, args.lighterglue_pairs})
     report = {"images": args.images, "size": "1024x768", "threads": torch.get_num_threads(), "devices": {}}
     for device in devices:
-        extraction = measure_extraction(images, names, image_counts, args.out, device)
-        report["devices"][device] = {"extraction": extraction}
         if args.ray:
-            report["devices"][device]["ray"] = measure_ray(images, names, ray_counts, args.out, device, args.task_size,
-                                                           extraction)
-        if args.extraction_only:
+            report["devices"][device] = {"ray": measure_ray(images, names, args.ray_counts, args.out, device, args.task_size)}
             continue
+        extraction = measure_extraction(images, names, image_counts, args.out, device)
         features = args.out / f"feats-{device}-{args.images}.h5"
         mnn = measure_matching(features, pair_list, pair_counts, args.out, "xfeat_mnn", device)
         glue = measure_matching(features, pair_list, glue_counts, args.out, "lighterglue", device)
@@ -164,10 +165,12 @@ def main(argv=None):
             "mnn": AACHEN_IMAGES * extraction["s_per_image"] + AACHEN_PAIRS * mnn["ms_per_pair"] / 1000,
             "lighterglue": AACHEN_IMAGES * extraction["s_per_image"] + AACHEN_PAIRS * glue["ms_per_pair"] / 1000,
         }
-        report["devices"][device].update(mnn=mnn, lighterglue=glue, aachen_v1_1_projected_s=projected)
-    (args.out / "scale.json").write_text(json.dumps(report, indent=1))
-    print("| device | step | items | wall s | peak RSS MiB | per item |")
-    print("|---|---|---:|---:|---:|---:|")
+        report["devices"][device] = {"extraction": extraction, "mnn": mnn, "lighterglue": glue,
+                                     "aachen_v1_1_projected_s": projected}
+    (args.out / ("scale-ray.json" if args.ray else "scale.json")).write_text(json.dumps(report, indent=1))
+    if not args.ray:
+        print("| device | step | items | wall s | peak RSS MiB | per item |")
+        print("|---|---|---:|---:|---:|---:|")
     for device, result in report["devices"].items():
         for step, unit, key, scale in (("extraction", "s/image", "s_per_image", 1), ("mnn", "ms/pair", "ms_per_pair", 1),
                                        ("lighterglue", "ms/pair", "ms_per_pair", 1)):
@@ -185,7 +188,7 @@ def main(argv=None):
             for count, local, wall, tasks, rate in zip(ray["counts"], ray["local_wall_s"], ray["wall_s"], ray["tasks"],
                                                        ray["images_per_s"]):
                 print(f"| {device} | {count} | {local:.1f} | {wall:.1f} | {tasks} | {rate:.2f} | {count / local:.2f} |")
-            print(f"overhead per Ray task: {ray['overhead_per_task_s']:.2f} s ({ray['counts'][-1]} images in tasks of "
+            print(f"overhead per Ray task: {ray['overhead_per_task_s']:.2f} s ({ray['counts'][0]} images in tasks of "
                   f"{ray['smaller_task_size']}: {ray['smaller_wall_s']:.1f} s)")
     for device, result in report["devices"].items():
         if "aachen_v1_1_projected_s" not in result:

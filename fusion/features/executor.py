@@ -3,8 +3,8 @@
 With ``ray`` the items still to do (images, pairs, queries) are split into shards (``runtime.in_shard``),
 one Ray task each, scheduled with one CPU (and one GPU for ``--device cuda``). A task runs the step as
 ``--shard I/N`` does, into its own part in ``<output>.parts/``, which must be on storage every node sees;
-a task Ray retries after its worker died goes on from what its part holds. Once all tasks are done, the
-parts are checked as ``fusion.merge`` checks them and become chunks of the output's ``H5Writer``, which
+a task Ray retries after its worker died goes on from what its part holds. As each task ends, its part is
+checked as ``fusion.merge`` checks parts and becomes a chunk of the output's ``H5Writer``, which at the end
 writes the file one local run writes. Ray is an optional dependency (``pip install -e ".[cluster]"``).
 """
 
@@ -80,8 +80,9 @@ def connect(address: Optional[str] = None):
             # the tasks' own progress bars and logs would interleave on the driver's terminal: it draws one bar for all
             ray.init(address=cluster or "local", log_to_driver=False, **({} if cluster else {"include_dashboard": False}))
         except (ConnectionError, RuntimeError) as error:
-            raise ValueError(f"--ray-address {cluster}: cannot connect to a Ray cluster there ({one_line(error)}); start "
-                             "one with ray start --head, or leave out --ray-address for a local instance") from None
+            where = f"--ray-address {cluster}: cannot connect to a Ray cluster there" if cluster else \
+                "--executor ray: cannot start a local Ray instance"
+            raise ValueError(f"{where} ({one_line(error)}); see the README's Beyond one machine") from None
     return ray
 
 

@@ -90,7 +90,7 @@ def measure_extraction(images: Path, names: list, counts: list, out: Path, devic
         print(f"extraction {' '.join(options) or '(local)'}: {count} images, {wall:.1f} s, {peak:.0f} MiB", flush=True)
         walls.append(wall)
         memory.append(peak)
-    return {"counts": counts, "wall_s": walls, "peak_mib": memory, "s_per_image": slope(counts, walls)}
+    return {"counts": counts, "wall_s": walls, "peak_mib": memory, "s_per_image": slope(counts, walls) if len(counts) > 1 else None}
 
 
 def measure_matching(features: Path, pair_list: list, counts: list, out: Path, conf: str, device: str) -> dict:

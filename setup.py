@@ -4,6 +4,7 @@ from setuptools import find_packages, setup
 
 root = Path(__file__).parent
 EXPORT = ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"]
+CLUSTER = ["ray==2.60.0"]  # --executor ray; tested with this version
 
 setup(
     name="fusion",
@@ -32,10 +33,12 @@ setup(
         "plotly>=5.0",
     ],
     # export: ONNX export (onnx, onnxscript for torch's exporter) and ONNX Runtime to run and check it.
-    # test includes it (CPU-only wheels, about 45 MB next to torch's 200) so that CI runs the export tests.
+    # test includes it (CPU-only wheels, about 45 MB next to torch's 200) so that CI runs the export tests,
+    # and cluster (Ray, for --executor ray) so that CI runs the Ray tests.
     extras_require={
         "export": EXPORT,
-        "test": ["pytest", *EXPORT],
+        "cluster": CLUSTER,
+        "test": ["pytest", *EXPORT, *CLUSTER],
     },
     license="Apache-2.0",
 )

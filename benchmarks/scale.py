@@ -10,6 +10,12 @@ on growing prefixes of the work, which gives the per-item time without process s
 and the peak resident memory against the number of items (flat when nothing grows with the job).
 Aachen v1.1: about 6,700 database + 1,015 query images and 87k pairs (hloc's covisibility 20 +
 retrieval 50). Figures on CUDA are added when a GPU is available.
+
+``--ray`` measures instead extraction with ``--executor ray`` on a local Ray instance (started by the
+command, all cores; ``--task-size`` images per task) against the local executor at ``--ray-counts``
+images, the two runs of each count one after the other (so that other load on the machine hits both
+alike), and the overhead per task: the smallest count again in tasks 4x smaller, the extra wall time
+divided by the extra tasks. (Peak RSS is the driver's: Ray's workers are not its children.)
 """
 
 import argparse
@@ -26,6 +32,7 @@ import numpy as np
 import pycolmap
 import torch
 
+from fusion.features.executor import TASK_SIZES, task_count
 from fusion.features.io import write_pairs
 from fusion.localization import demo_scene, pairs
 
@@ -71,18 +78,19 @@ def slope(counts, walls) -> float:
     return float(np.polyfit(np.asarray(counts, float), np.asarray(walls, float), 1)[0])
 
 
-def measure_extraction(images: Path, names: list, counts: list, out: Path, device: str) -> dict:
+def measure_extraction(images: Path, names: list, counts: list, out: Path, device: str, options=()) -> dict:
     walls, memory = [], []
     for count in counts:
         listing = out / f"list{count}.txt"
         listing.write_text("\n".join(names[:count]) + "\n")
-        target = out / f"feats-{device}-{count}.h5"
+        target = out / f"feats-{device}-{'-'.join(options)}{count}.h5"
         target.unlink(missing_ok=True)
         wall, peak = timed_run([sys.executable, "-m", "fusion.extract", "--conf", "xfeat", "--images", str(images),
-                                "--image-list", str(listing), "--output", str(target), "--device", device])
+                                "--image-list", str(listing), "--output", str(target), "--device", device, *options])
+        print(f"extraction {' '.join(options) or '(local)'}: {count} images, {wall:.1f} s, {peak:.0f} MiB", flush=True)
         walls.append(wall)
         memory.append(peak)
-    return {"counts": counts, "wall_s": walls, "peak_mib": memory, "s_per_image": slope(counts, walls)}
+    return {"counts": counts, "wall_s": walls, "peak_mib": memory, "s_per_image": slope(counts, walls) if len(counts) > 1 else None}
 
 
 def measure_matching(features: Path, pair_list: list, counts: list, out: Path, conf: str, device: str) -> dict:
@@ -98,6 +106,22 @@ def measure_matching(features: Path, pair_list: list, counts: list, out: Path, c
     return {"counts": counts, "wall_s": walls, "peak_mib": memory, "ms_per_pair": 1000 * slope(counts, walls)}
 
 
+def measure_ray(images: Path, names: list, counts: list, out: Path, device: str, task_size: int) -> dict:
+    """Extraction on Ray against the local executor at each of ``counts``, and the overhead per Ray task."""
+    options = ("--executor", "ray", "--task-size", str(task_size))
+    smaller = max(1, task_size // 4)  # first: the figure a run cut short by its time limit still has
+    again = measure_extraction(images, names, counts[:1], out, device, ("--executor", "ray", "--task-size", str(smaller)))
+    local, ray = [], []
+    for count in counts:
+        local.append(measure_extraction(images, names, [count], out, device)["wall_s"][0])
+        ray.append(measure_extraction(images, names, [count], out, device, options)["wall_s"][0])
+    extra_tasks = task_count(counts[0], smaller) - task_count(counts[0], task_size)
+    return {"counts": counts, "task_size": task_size, "tasks": [task_count(c, task_size) for c in counts],
+            "local_wall_s": local, "wall_s": ray, "images_per_s": [c / w for c, w in zip(counts, ray)],
+            "smaller_task_size": smaller, "smaller_wall_s": again["wall_s"][0],
+            "overhead_per_task_s": (again["wall_s"][0] - ray[0]) / max(1, extra_tasks)}
+
+
 def hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
@@ -110,6 +134,10 @@ def main(argv=None):
     parser.add_argument("--lighterglue-pairs", type=int, default=100)
     parser.add_argument("--device", default="cpu", help="cpu (and cuda too when available), or cuda")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "scale")
+    parser.add_argument("--ray", action="store_true", help="measure extraction on a local Ray instance against the local "
+                        "executor instead (pip install -e .[cluster])")
+    parser.add_argument("--ray-counts", type=int, nargs="+", default=[125, 500, 1000])
+    parser.add_argument("--task-size", type=int, default=TASK_SIZES["img"], help="images per Ray task")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     images = args.out / "images"
@@ -126,6 +154,9 @@ def main(argv=None):
     glue_counts = sorted({max(2, args.lighterglue_pairs // 4), args.lighterglue_pairs // 2, args.lighterglue_pairs})
     report = {"images": args.images, "size": "1024x768", "threads": torch.get_num_threads(), "devices": {}}
     for device in devices:
+        if args.ray:
+            report["devices"][device] = {"ray": measure_ray(images, names, args.ray_counts, args.out, device, args.task_size)}
+            continue
         extraction = measure_extraction(images, names, image_counts, args.out, device)
         features = args.out / f"feats-{device}-{args.images}.h5"
         mnn = measure_matching(features, pair_list, pair_counts, args.out, "xfeat_mnn", device)
@@ -136,17 +167,32 @@ def main(argv=None):
         }
         report["devices"][device] = {"extraction": extraction, "mnn": mnn, "lighterglue": glue,
                                      "aachen_v1_1_projected_s": projected}
-    (args.out / "scale.json").write_text(json.dumps(report, indent=1))
-    print("| device | step | items | wall s | peak RSS MiB | per item |")
-    print("|---|---|---:|---:|---:|---:|")
+    (args.out / ("scale-ray.json" if args.ray else "scale.json")).write_text(json.dumps(report, indent=1))
+    if not args.ray:
+        print("| device | step | items | wall s | peak RSS MiB | per item |")
+        print("|---|---|---:|---:|---:|---:|")
     for device, result in report["devices"].items():
         for step, unit, key, scale in (("extraction", "s/image", "s_per_image", 1), ("mnn", "ms/pair", "ms_per_pair", 1),
                                        ("lighterglue", "ms/pair", "ms_per_pair", 1)):
+            if step not in result:
+                continue
             block = result[step]
             for i, (count, wall, peak) in enumerate(zip(block["counts"], block["wall_s"], block["peak_mib"])):
                 per_item = f"{block[key] * scale:.3f} {unit}" if i == len(block["counts"]) - 1 else ""
                 print(f"| {device} | {step} | {count} | {wall:.1f} | {peak:.0f} | {per_item} |")
     for device, result in report["devices"].items():
+        if "ray" in result:
+            ray = result["ray"]
+            print(f"\n| device | images | local wall s | Ray wall s ({ray['task_size']} images per task) | tasks | "
+                  "Ray images/s | local images/s |\n|---|---:|---:|---:|---:|---:|---:|")
+            for count, local, wall, tasks, rate in zip(ray["counts"], ray["local_wall_s"], ray["wall_s"], ray["tasks"],
+                                                       ray["images_per_s"]):
+                print(f"| {device} | {count} | {local:.1f} | {wall:.1f} | {tasks} | {rate:.2f} | {count / local:.2f} |")
+            print(f"overhead per Ray task: {ray['overhead_per_task_s']:.2f} s ({ray['counts'][0]} images in tasks of "
+                  f"{ray['smaller_task_size']}: {ray['smaller_wall_s']:.1f} s)")
+    for device, result in report["devices"].items():
+        if "aachen_v1_1_projected_s" not in result:
+            continue
         projected = result["aachen_v1_1_projected_s"]
         print(f"Aachen v1.1 on {device} ({AACHEN_IMAGES} images, {AACHEN_PAIRS} pairs): "
               f"{hours(projected['mnn'])} with xfeat_mnn, {hours(projected['lighterglue'])} with lighterglue")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fusion.features import extract, match
 from fusion.features.errors import CommandParser, run_cli
+from fusion.features.executor import add_executor_args, executor_from_args
 from fusion.features.locks import add_no_wait
 from fusion.localization import demo_scene, pipeline
 
@@ -25,11 +26,12 @@ def main(argv=None):
     parser.add_argument("--num-night", type=int, default=4)
     parser.add_argument("--overwrite", action="store_true", help="regenerate the scene and recompute everything")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    add_executor_args(parser)
     add_no_wait(parser)
     args = parser.parse_args(argv)
     start = time.time()
     out = demo_scene.run(args.outputs, args.feature, args.matcher, args.num_db, args.num_day, args.num_night,
-                         overwrite=args.overwrite, device=args.device)
+                         overwrite=args.overwrite, device=args.device, executor=executor_from_args(args))
     print(f"results:  {out['results']}\nrecall:   {out['report_path']}\nmatches:  {out['matches_png']}\n"
           f"reprojection: {out['reprojection_png']}\ntop-down: {out['topdown']}\nreport:   {out['report_html']}\n"
           f"time:     {time.time() - start:.1f} s")

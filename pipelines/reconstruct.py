@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fusion.features import extract, match
 from fusion.features.errors import CommandParser, run_cli
+from fusion.features.executor import add_executor_args, executor_from_args
 from fusion.features.locks import add_no_wait
 from fusion.localization import pipeline, reconstruction
 from fusion.localization.reference_models import load_model
@@ -44,13 +45,15 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N] for features and matching")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's log")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished steps")
+    add_executor_args(parser)
     add_no_wait(parser)
     args = parser.parse_args(argv)
     truth = load_model(args.gt) if args.gt else None
     start = time.time()
     out = reconstruction.run(args.images, args.outputs, args.feature, args.matcher, args.pairs, args.camera_mode,
                              args.image_list, args.checkpoint, args.max_keypoints, args.resize_max,
-                             args.camera_model, overwrite=args.overwrite, verbose=args.verbose, device=args.device)
+                             args.camera_model, overwrite=args.overwrite, verbose=args.verbose, device=args.device,
+                             executor=executor_from_args(args))
     print(f"reconstruction: {reconstruction.describe(out['statistics'])}\n"
           f"model:   {out['sfm']} (COLMAP binary)\npicture: {out['picture']}\nreport:  {out['report_html']}\n"
           f"time:    {time.time() - start:.1f} s")

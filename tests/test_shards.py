@@ -29,6 +29,16 @@ def test_shards_partition_the_work_the_same_everywhere():
             parse_shard(bad)
 
 
+def test_sequential_names_spread_over_all_shards():
+    # Herz-Jesu's names: CRC-32 put all eight into shard 2 of 2
+    herzjesu = [f"{i:04d}.jpg" for i in range(8)]
+    assert [len(in_shard(herzjesu, (i, 2))) for i in (1, 2)] == [5, 3]
+    for names, count in (([f"db/{i:05d}.jpg" for i in range(1000)], 4), ([f"{i:04d}.png" for i in range(200)], 8)):
+        sizes = [len(in_shard(names, (i, count))) for i in range(1, count + 1)]
+        assert sum(sizes) == len(names)
+        assert max(abs(size - len(names) / count) for size in sizes) < 0.25 * len(names) / count, sizes
+
+
 def test_merged_parts_equal_a_single_run(tmp_path, image_folder):
     single = extract.main(small_conf(), image_folder, feature_path=tmp_path / "single.h5", workers=0)
     parts = [extract.main(small_conf(), image_folder, feature_path=tmp_path / f"part{i}.h5", shard=(i, 3), workers=0)

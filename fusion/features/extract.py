@@ -12,10 +12,10 @@ from typing import Dict, List, Optional, Tuple, Union
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import EXTRACTORS, build_model, model_class
-from .errors import CommandParser, finish_batch, run_cli
+from .errors import BatchError, CommandParser, finish_batch, run_cli
+from .executor import LOCAL, Executor, add_executor_args, check_executor, executor_from_args, progress_bar, run_in_parts
 from .extractor import FUSED_ONLY_KEYS
 from .h5 import H5Writer
 from .io import ImageError, list_images, read_image, read_image_list, resize_image
@@ -185,6 +185,37 @@ def names_to_extract(image_dir: Path, image_list) -> List[str]:
     return [Path(n).as_posix() for n in image_list]
 
 
+def extract_into(writer: H5Writer, conf: dict, image_dir: Path, names: List[str], as_half: bool, device: str,
+                 workers: int, report=None) -> List[str]:
+    """Extract ``names`` in this process, adding their features to ``writer``; the failures."""
+    model = build_model(conf["model"], EXTRACTORS).to(resolve_device(device))
+    loader = torch.utils.data.DataLoader(PreparedImages(image_dir, names, conf["preprocessing"]), batch_size=None,
+                                         num_workers=workers, collate_fn=as_is)
+    memory, failures = FreedMemoryReleaser(), []
+    for item in progress_bar(loader, "extract", "img", len(names), report):
+        memory.step()
+        try:
+            if "error" in item:
+                raise ImageError(item["error"])
+            pred, attrs = features_of(model, torch.from_numpy(item["image"]), item["original_size"], as_half)
+        except Exception as error:  # a bad image must not stop the batch
+            failures.append(f"{item['name']}: {error}")
+            continue
+        writer.write(item["name"], pred, {**attrs, SOURCE_DATASET: item["source"]})
+    return failures
+
+
+def extract_part(names: List[str], part: Path, shard: Tuple[int, int], device: str, report, conf: dict,
+                 image_dir: Path, as_half: bool, workers: int) -> List[str]:
+    """A Ray task of ``main``: the images of ``shard`` among ``names`` into the file ``part``; their failures."""
+    try:
+        main(conf, image_dir, as_half=as_half, image_list=names, feature_path=part, device=device, shard=shard,
+             workers=workers, report=report)
+    except BatchError as error:
+        return error.failures
+    return []
+
+
 @torch.no_grad()
 def main(
     conf: dict,
@@ -198,19 +229,22 @@ def main(
     device: str = "auto",
     shard: Optional[Tuple[int, int]] = None,
     workers: int = 1,
+    executor: Executor = LOCAL,
+    report=None,
 ) -> Path:
     """Extract features of the images in ``image_dir`` (or ``image_list``) into an h5 file; resumes.
 
     ``shard=(i, n)`` takes the i-th of n deterministic parts of the images (``fusion.merge`` joins
     the parts); ``workers`` DataLoader processes read and resize images while the network runs.
+    ``executor``: this process, or Ray tasks (``fusion.features.executor``); ``report``: see ``progress_bar``.
     """
     image_dir = Path(image_dir)
     if feature_path is None:
         if export_dir is None:
             raise ValueError("give feature_path or export_dir")
         feature_path = Path(export_dir, conf["output"] + ".h5")
+    check_executor(executor, shard)
     names = in_shard(names_to_extract(image_dir, image_list), shard)
-    failures, todo = [], []
     # also when nothing is left to do: a shard without images still gets its (empty) file
     with H5Writer(feature_path, FEATURE_DATASETS, recipe_of(conf, as_half), overwrite) as writer:
         # with the whole folder asked for, images gone from it are among those checked (and reported)
@@ -221,20 +255,11 @@ def main(
             writer.attrs[SHARD_ATTR] = f"{shard[0]}/{shard[1]}"
         if not todo:
             return feature_path
-        model = build_model(conf["model"], EXTRACTORS).to(resolve_device(device))
-        loader = torch.utils.data.DataLoader(PreparedImages(image_dir, todo, conf["preprocessing"]), batch_size=None,
-                                             num_workers=workers, collate_fn=as_is)
-        memory = FreedMemoryReleaser()
-        for item in tqdm(loader, desc="extract", unit="img", total=len(todo)):
-            memory.step()
-            try:
-                if "error" in item:
-                    raise ImageError(item["error"])
-                pred, attrs = features_of(model, torch.from_numpy(item["image"]), item["original_size"], as_half)
-            except Exception as error:  # a bad image must not stop the batch
-                failures.append(f"{item['name']}: {error}")
-                continue
-            writer.write(item["name"], pred, {**attrs, SOURCE_DATASET: item["source"]})
+        if executor.kind == "ray":
+            failures = run_in_parts(executor, writer, extract_part, todo, "img", device,
+                                    {"conf": conf, "image_dir": image_dir, "as_half": as_half, "workers": workers})
+        else:
+            failures = extract_into(writer, conf, image_dir, todo, as_half, device, workers, report)
     finish_batch("images", failures, len(todo), raise_on_failure)
     return feature_path
 
@@ -254,6 +279,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     parser.add_argument("--shard", type=parse_shard, help="I/N: extract only the I-th of N parts (1 <= I <= N)")
     parser.add_argument("--workers", type=int, default=1, help="image-reading processes beside the network (0: none)")
+    add_executor_args(parser)
     add_no_wait(parser)
     return parser.parse_args(argv)
 
@@ -280,7 +306,8 @@ def conf_from_args(args) -> dict:
 def cli(argv=None):
     args = parse_args(argv)
     main(conf_from_args(args), args.images, as_half=not args.full_precision, image_list=args.image_list,
-         feature_path=args.output, overwrite=args.overwrite, device=args.device, shard=args.shard, workers=args.workers)
+         feature_path=args.output, overwrite=args.overwrite, device=args.device, shard=args.shard, workers=args.workers,
+         executor=executor_from_args(args))
 
 
 if __name__ == "__main__":

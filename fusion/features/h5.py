@@ -124,7 +124,7 @@ class H5Writer:
 
     def __init__(self, path: Path, required: Iterable[str], recipe: dict, overwrite: bool = False,
                  hint: str = "--overwrite", chunk_seconds: float = None):
-        self.path, self.required, self.stamp = Path(path), tuple(required), recipe_attrs(recipe)
+        self.path, self.required, self.recipe, self.stamp = Path(path), tuple(required), recipe, recipe_attrs(recipe)
         self.chunks = chunk_dir(self.path)
         self.chunk_seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
         self.lock = locks.hold(self.path)

@@ -9,12 +9,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import MATCHERS, build_model, model_class
-from .errors import CommandParser, finish_batch, run_cli
+from .errors import BatchError, CommandParser, finish_batch, run_cli
+from .executor import LOCAL, Executor, add_executor_args, check_executor, executor_from_args, progress_bar, run_in_parts
 from .h5 import FeatureReader, H5Writer
-from .io import names_to_pair, read_pairs
+from .io import names_to_pair, read_pairs, write_pairs
 from .locks import add_no_wait
 from .provenance import WEIGHT_PATH_KEYS, existing, input_fingerprint, make_recipe, read_recipe
 from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
@@ -39,6 +39,11 @@ confs = {
         "model": {"name": "fusion_lighterglue", "filter_threshold": 0.1, "depth_confidence": 0.95},
     },
 }
+
+
+def pair_key(pair: Tuple[str, str]) -> str:
+    """What a pair's shard is computed from: its name, whatever the order of its images."""
+    return names_to_pair(*sorted(pair))
 
 
 def new_pairs(pairs: List[Tuple[str, str]], done: set) -> List[Tuple[str, str]]:
@@ -90,6 +95,37 @@ def recipe_of(conf: dict, features: Path, features_ref: Optional[Path]) -> dict:
     return make_recipe("matches", {"model": model_conf}, existing(cls.weight_files(conf["model"])), inputs)
 
 
+def match_into(writer: H5Writer, conf: dict, pair_list: List[Tuple[str, str]], reader_q: FeatureReader,
+               reader_r: FeatureReader, device: str, report=None) -> List[str]:
+    """Match ``pair_list`` in this process, adding the matches to ``writer``; the failures."""
+    device = resolve_device(device)
+    model = build_model(conf["model"], MATCHERS).to(device)
+    memory, failures = FreedMemoryReleaser(), []
+    for a, b in progress_bar(pair_list, "match", "pair", len(pair_list), report):
+        memory.step()
+        try:
+            pred = model(pair_input(reader_q.read(a), reader_r.read(b), device))
+        except Exception as error:  # a bad pair must not stop the batch
+            failures.append(f"{a} {b}: {error}")
+            continue
+        writer.write(names_to_pair(a, b), {
+            "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
+            "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
+        })
+    return failures
+
+
+def match_part(pair_list: List[Tuple[str, str]], part: Path, shard: Tuple[int, int], device: str, report, conf: dict,
+               features: Path, features_ref: Optional[Path]) -> List[str]:
+    """A Ray task of ``main``: the pairs of ``shard`` among ``pair_list`` into the file ``part``; their failures."""
+    pairs = write_pairs(in_shard(pair_list, shard, key=pair_key), part.with_suffix(".txt"))
+    try:
+        main(conf, pairs, features, matches=part, features_ref=features_ref, device=device, shard=shard, report=report)
+    except BatchError as error:
+        return error.failures
+    return []
+
+
 @torch.no_grad()
 def main(
     conf: dict,
@@ -102,9 +138,13 @@ def main(
     raise_on_failure: bool = True,
     device: str = "auto",
     shard: Optional[Tuple[int, int]] = None,
+    executor: Executor = LOCAL,
+    report=None,
 ) -> Path:
     """Match the pairs listed in ``pairs`` (hloc's argument order); features of the second image of
-    each pair come from ``features_ref`` when given. ``shard=(i, n)``: the i-th of n parts of the pairs."""
+    each pair come from ``features_ref`` when given. ``shard=(i, n)``: the i-th of n parts of the pairs.
+    ``executor``: this process, or Ray tasks (``fusion.features.executor``); ``report``: see ``progress_bar``."""
+    check_executor(executor, shard)
     features = Path(features)
     if matches is None:
         if export_dir is None:
@@ -112,7 +152,7 @@ def main(
         matches = Path(export_dir, f"{features.stem}_{conf['output']}_{Path(pairs).stem}.h5")
     specs = {str(path): features_spec(path) for path in {features, Path(features_ref or features)}}
     check_compatible(conf, specs)
-    pair_list = in_shard(read_pairs(pairs), shard, key=lambda pair: names_to_pair(*sorted(pair)))
+    pair_list = in_shard(read_pairs(pairs), shard, key=pair_key)
     reader_q = FeatureReader(features)
     reader_r = FeatureReader(features_ref) if features_ref else reader_q
     failures = []
@@ -125,20 +165,11 @@ def main(
                 writer.attrs[SHARD_ATTR] = f"{shard[0]}/{shard[1]}"
             if not todo:
                 return matches
-            device = resolve_device(device)
-            model = build_model(conf["model"], MATCHERS).to(device)
-            memory = FreedMemoryReleaser()
-            for a, b in tqdm(todo, desc="match", unit="pair"):
-                memory.step()
-                try:
-                    pred = model(pair_input(reader_q.read(a), reader_r.read(b), device))
-                except Exception as error:  # a bad pair must not stop the batch
-                    failures.append(f"{a} {b}: {error}")
-                    continue
-                writer.write(names_to_pair(a, b), {
-                    "matches0": pred["matches0"][0].cpu().numpy().astype(np.int32),
-                    "matching_scores0": pred["matching_scores0"][0].cpu().numpy().astype(np.float16),
-                })
+            if executor.kind == "ray":
+                failures = run_in_parts(executor, writer, match_part, todo, "pair", device,
+                                        {"conf": conf, "features": features, "features_ref": features_ref}, pair_key)
+            else:
+                failures = match_into(writer, conf, todo, reader_q, reader_r, device, report)
     finally:
         reader_q.close()
         if reader_r is not reader_q:
@@ -157,10 +188,11 @@ def cli(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="start --output afresh")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     parser.add_argument("--shard", type=parse_shard, help="I/N: match only the I-th of N parts of the pairs")
+    add_executor_args(parser)
     add_no_wait(parser)
     args = parser.parse_args(argv)
     main(confs[args.conf], args.pairs, args.features, matches=args.output, features_ref=args.features_ref,
-         overwrite=args.overwrite, device=args.device, shard=args.shard)
+         overwrite=args.overwrite, device=args.device, shard=args.shard, executor=executor_from_args(args))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ again, more of them) makes it again.
 
 import logging
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from . import locks
 from .errors import CommandParser, run_cli
@@ -42,8 +42,9 @@ def check_complete(shards: Dict[Path, str]) -> None:
                          "parts, or --partial to merge only these")
 
 
-def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool = False) -> Path:
-    parts = [Path(part) for part in parts]
+def check_parts(parts: List[Path], partial: bool = False) -> Tuple[dict, List[dict]]:
+    """The recipe the parts share and each part's root attributes, or an error: a part missing, not fusion's, made
+    differently from the first, or (unless ``partial``) a shard of the split absent."""
     if not parts:
         raise ValueError("give the part files to merge")
     recipes, attrs = [], []
@@ -64,7 +65,13 @@ def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool
                              "only parts of one run can be merged")
     if not partial:
         check_complete({part: found.get(SHARD_ATTR) for part, found in zip(parts, attrs)})
-    output, recipe = Path(output), recipes[0]
+    return recipes[0], attrs
+
+
+def main(output: Path, parts: List[Path], overwrite: bool = False, partial: bool = False) -> Path:
+    parts = [Path(part) for part in parts]
+    recipe, attrs = check_parts(parts, partial)
+    output = Path(output)
     revision = fingerprint({"parts": sorted(str(found.get(REVISION_ATTR)) for found in attrs)})  # of one recipe
     with locks.hold(output):
         if not overwrite and check_reusable(output, recipe) and root_attrs(output).get(REVISION_ATTR) == revision:

@@ -20,6 +20,7 @@ import matplotlib
 import numpy as np
 import pycolmap
 
+from ..features.executor import LOCAL, Executor
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import read_image, read_pairs
 from . import figures, localize, pipeline, report, scenes
@@ -287,7 +288,7 @@ def generate(root: Path, num_db: int = 20, num_day: int = 6, num_night: int = 4,
 def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = pipeline.DEFAULT_MATCHERS["localization"], num_db: int = 20,
         num_day: int = 6, num_night: int = 4, size=(640, 480), num_loc_pairs: int = 10,
         overwrite: bool = False, seed: int = 0, num_buildings: int = 4, num_db_pairs: int = 6,
-        device: str = "auto") -> dict:
+        device: str = "auto", executor: Executor = LOCAL) -> dict:
     """Generate the scene (once), localize its queries, and write the result file, figures and report."""
     outputs = Path(outputs)
     dataset = outputs / "dataset"
@@ -297,7 +298,7 @@ def run(outputs: Path, feature: str = "fused_xfeat", matcher: str = pipeline.DEF
     generation = time.perf_counter() - start
     scene = replace(scenes.aachen(dataset), name="demo street (Aachen v1.1 layout)")
     out = pipeline.run(scene, outputs, feature, matcher, num_db_pairs=num_db_pairs, num_loc_pairs=num_loc_pairs,
-                       overwrite=overwrite, device=device)
+                       overwrite=overwrite, device=device, executor=executor)
     start = time.perf_counter()
     out["topdown"] = out["figures"]["top-down map"]
     query = scene.query_groups["night"][0] if scene.query_groups.get("night") else scene.query_names[0]

@@ -20,14 +20,15 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pycolmap
-from tqdm import tqdm
 
-from ..features.errors import CommandParser, run_cli
+from ..features.errors import BatchError, CommandParser, run_cli
+from ..features.executor import LOCAL, Executor, add_executor_args, executor_from_args, plan_parts, progress_bar, run_tasks
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import pairs_by_query, read_pairs
-from ..features.provenance import check_reusable, input_fingerprint, make_recipe, replace_file, writing
+from ..features.provenance import check_reusable, input_fingerprint, make_recipe, remove, replace_file, writing
+from ..features.runtime import in_shard
 from .fingerprints import model_fingerprint, queries_fingerprint
-from .poses import read_poses, write_poses
+from .poses import qt_from_rigid, read_poses, rigid_from_qt, write_poses
 from .queries import read_query_list
 from .reference_models import load_model
 from .triangulation import COLMAP_PIXEL_OFFSET
@@ -196,6 +197,76 @@ def estimated_camera(camera: pycolmap.Camera, focal_length: Optional[float]) -> 
     return estimated
 
 
+def localize_queries(model: pycolmap.Reconstruction, query_list: List[Tuple[str, pycolmap.Camera]], pairs: Path,
+                     features: Path, matches: Path, ransac_max_error: float, covisibility_clustering: bool,
+                     name_style: str, guessed_focal: Iterable[str], report=None) -> Tuple[dict, dict, List[str]]:
+    """Localize ``query_list`` in this process: poses by result name, logs by query name, and the queries PnP failed on."""
+    guessed_focal = set(guessed_focal)
+    retrieval = pairs_by_query(read_pairs(pairs))
+    name_to_id = {image.name: image_id for image_id, image in model.images.items()}
+    feature_reader, match_reader = FeatureReader(features), MatchReader(matches)
+    poses, logs, failures = {}, {}, []
+    for name, camera in progress_bar(query_list, "localize", "query", len(query_list), report):
+        db_names = retrieval.get(name, [])
+        unknown = [n for n in db_names if n not in name_to_id]
+        if unknown:
+            raise ValueError(f"{pairs}: {name} is paired with images not in the model, e.g. {unknown[:3]}")
+        db_ids = [name_to_id[n] for n in db_names]
+        try:
+            keypoints = feature_reader.keypoints(name)
+            pose, log = localize_query(model, name, camera, keypoints, db_ids, match_reader, ransac_max_error,
+                                       covisibility_clustering, estimate_focal=name in guessed_focal)
+        except KeyError as error:  # no features or matches for this query: a failure, the others go on
+            pose, fallback = fallback_pose(model, db_ids)
+            log = {"error": str(error), "num_inliers": 0, "db": db_names, "localized": False, "fallback": fallback}
+        if not log["localized"]:
+            failures.append(name)
+        poses[result_name(name, name_style)] = pose
+        logs[name] = log
+    feature_reader.close()
+    match_reader.close()
+    return poses, logs, failures
+
+
+def localize_part(queries: List[Tuple[str, pycolmap.Camera]], part: Path, shard: Tuple[int, int], device: str, report,
+                  model_dir: Path, **options) -> List[str]:
+    """A Ray task of ``main``: the queries of ``shard`` localized into the JSON file ``part`` (poses, logs, PnP failures)."""
+    poses, logs, failures = localize_queries(load_model(model_dir), in_shard(queries, shard, key=lambda q: q[0]),
+                                             report=report, **options)
+    poses = {name: [float(v) for v in np.concatenate(qt_from_rigid(pose))] for name, pose in poses.items()}
+    replace_file(part, json.dumps({"poses": poses, "logs": logs, "failures": failures}))
+    return []
+
+
+def localize_in_parts(executor: Executor, model: pycolmap.Reconstruction, query_list: List[Tuple[str, pycolmap.Camera]],
+                      results: Path, options: dict) -> Tuple[dict, dict, List[str]]:
+    """``localize_queries`` as Ray tasks over shards of the queries, the model written once beside ``results`` for them."""
+    parts = plan_parts(results, len(query_list), executor, "query", ".json")
+    model_dir = parts[0].parent / "model"
+    model_dir.mkdir()
+    model.write(model_dir)
+    found = {}
+
+    def read_part(index: int) -> None:
+        if parts[index - 1].is_file():
+            found[index] = json.loads(parts[index - 1].read_text())
+
+    errors = run_tasks(executor, localize_part, query_list, parts, "query", "cpu", {"model_dir": model_dir, **options},
+                       read_part, key=lambda query: query[0])
+    remove(parts[0].parent)
+    if errors:
+        raise BatchError("localization tasks", errors, len(parts))
+    poses, logs, failures = {}, {}, set()
+    for part in found.values():
+        poses.update({name: rigid_from_qt(qt[:4], qt[4:]) for name, qt in part["poses"].items()})
+        logs.update(part["logs"])
+        failures.update(part["failures"])
+    order = [name for name, _ in query_list]  # the order of a local run's results and logs
+    style = options["name_style"]
+    return ({result_name(n, style): poses[result_name(n, style)] for n in order}, {n: logs[n] for n in order},
+            [n for n in order if n in failures])
+
+
 def recipe_of(reference_fingerprint: str, queries_fingerprint: str, pairs: Path, features: Path, matches: Path,
               ransac_max_error: float, covisibility_clustering: bool, name_style: str,
               guessed_focal: Sequence[str] = ()) -> dict:
@@ -220,12 +291,14 @@ def main(
     overwrite: bool = False,
     reference_id: Optional[str] = None,
     guessed_focal: Iterable[str] = (),
+    executor: Executor = LOCAL,
 ) -> Path:
     """Localize every query of ``queries`` (a list file with intrinsics, or (name, camera) pairs).
 
     Re-uses ``results`` when it was made from the same inputs and settings; one made otherwise is
     refused unless ``overwrite``. ``reference_id``: the model's fingerprint, when the caller knows it.
     ``guessed_focal``: queries whose focal length is a guess (no intrinsics, no EXIF), estimated by PnP.
+    ``executor``: this process, or Ray tasks over shards of the queries (``fusion.features.executor``).
     """
     guessed_focal = set(guessed_focal)
     results = Path(results)
@@ -239,29 +312,14 @@ def main(
     if not overwrite and check_reusable(results, recipe) and log_path(results).exists():
         logger.info(f"Localization: re-using {results}")
         return results
-    retrieval = pairs_by_query(read_pairs(pairs))
-    name_to_id = {image.name: image_id for image_id, image in model.images.items()}
-    feature_reader, match_reader = FeatureReader(features), MatchReader(matches)
-    poses, logs, failures = {}, {}, []
-    for name, camera in tqdm(query_list, desc="localize", unit="query"):
-        db_names = retrieval.get(name, [])
-        unknown = [n for n in db_names if n not in name_to_id]
-        if unknown:
-            raise ValueError(f"{pairs}: {name} is paired with images not in the model, e.g. {unknown[:3]}")
-        db_ids = [name_to_id[n] for n in db_names]
-        try:
-            keypoints = feature_reader.keypoints(name)
-            pose, log = localize_query(model, name, camera, keypoints, db_ids, match_reader, ransac_max_error,
-                                       covisibility_clustering, estimate_focal=name in guessed_focal)
-        except KeyError as error:  # no features or matches for this query: a failure, the others go on
-            pose, fallback = fallback_pose(model, db_ids)
-            log = {"error": str(error), "num_inliers": 0, "db": db_names, "localized": False, "fallback": fallback}
-        if not log["localized"]:
-            failures.append(name)
-        poses[result_name(name, name_style)] = pose
-        logs[name] = log
-    feature_reader.close()
-    match_reader.close()
+    if executor.kind == "ray":
+        poses, logs, failures = localize_in_parts(executor, model, query_list, results, {
+            "pairs": pairs, "features": features, "matches": matches, "ransac_max_error": ransac_max_error,
+            "covisibility_clustering": covisibility_clustering, "name_style": name_style,
+            "guessed_focal": sorted(guessed_focal)})
+    else:
+        poses, logs, failures = localize_queries(model, query_list, pairs, features, matches, ransac_max_error,
+                                                 covisibility_clustering, name_style, guessed_focal)
     log_text = json.dumps({"ransac_max_error": ransac_max_error, "queries": logs}, indent=1)
     with writing(results, recipe) as tmp:
         replace_file(log_path(results), log_text)
@@ -287,9 +345,11 @@ def cli(argv=None):
     parser.add_argument("--covisibility-clustering", action="store_true")
     parser.add_argument("--name-style", choices=("full", "basename", "camera"), default="full")
     parser.add_argument("--overwrite", action="store_true")
+    add_executor_args(parser)
     args = parser.parse_args(argv)
     main(args.reference_sfm, args.queries, args.pairs, args.features, args.matches, args.results,
-         args.ransac_max_error, args.covisibility_clustering, args.name_style, overwrite=args.overwrite)
+         args.ransac_max_error, args.covisibility_clustering, args.name_style, overwrite=args.overwrite,
+         executor=executor_from_args(args))
 
 
 if __name__ == "__main__":

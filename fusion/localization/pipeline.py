@@ -17,6 +17,7 @@ import pycolmap
 
 from ..features import extract, match
 from ..features.errors import CommandParser
+from ..features.executor import LOCAL, Executor, add_executor_args, executor_from_args
 from ..features.h5 import H5Writer
 from ..features.io import read_pairs, write_pairs
 from ..features.locks import add_no_wait
@@ -133,12 +134,16 @@ def run(
     device: str = "auto",
     max_keypoints: Optional[int] = None,
     report_dir: Optional[Path] = None,
+    executor: Executor = LOCAL,
 ) -> dict:
     """Localize the scene's queries; returns the output paths and, with ground truth, the recall report.
 
-    ``report.html`` and its figures go to ``report_dir`` (default: ``outputs``)."""
+    ``report.html`` and its figures go to ``report_dir`` (default: ``outputs``); ``executor``: where extraction,
+    matching and localization run (``fusion.features.executor``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
+    if backend == "hloc" and executor.kind != "local":
+        raise ValueError("--executor ray runs fusion's own steps: use it with --backend builtin")
     if feature not in extract.confs or matcher not in match.confs:
         raise ValueError(f"unknown feature {feature!r} or matcher {matcher!r}; "
                          f"features: {sorted(extract.confs)}, matchers: {sorted(match.confs)}")
@@ -169,7 +174,7 @@ def run(
     else:
         for index, (folder, folder_names) in enumerate(scene.image_folders()):  # one file: afresh once
             extract.main(feature_conf, folder, image_list=folder_names, feature_path=features,
-                         overwrite=overwrite and index == 0, raise_on_failure=False, device=device)
+                         overwrite=overwrite and index == 0, raise_on_failure=False, device=device, executor=executor)
     timer.lap("extract features")
     matches, matches_recipe = matches_path(outputs, matcher, matcher_conf, features, backend)
     if backend == "hloc":
@@ -183,7 +188,7 @@ def run(
     else:
         def match_pairs(pair_path, overwrite):
             match.main(matcher_conf, pair_path, features, matches=matches, overwrite=overwrite,
-                       raise_on_failure=False, device=device)
+                       raise_on_failure=False, device=device, executor=executor)
 
     if built_from(scene, features):
         sfm_dir, model, sfm_id = scene.reference_path, scene.reference, input_fingerprint(scene.reference_path)
@@ -223,7 +228,7 @@ def run(
     else:
         localize.main(model, scene.queries, loc_pairs, features, matches, results, ransac_max_error,
                       covisibility_clustering, style, overwrite=overwrite, reference_id=sfm_id,
-                      guessed_focal=scene.guessed_focal)
+                      guessed_focal=scene.guessed_focal, executor=executor)
     timer.lap("localize")
     out = {"features": features, "sfm": sfm_dir, "results": results, "model": model, "loc_pairs": loc_pairs,
            "matches": matches, "loc_matches": matches, "name_style": style, "timings": timer.steps,
@@ -321,6 +326,7 @@ def pipeline_parser(description: str, outputs: str) -> CommandParser:
     parser.add_argument("--backend", choices=BACKENDS, default="builtin")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished steps")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    add_executor_args(parser)
     add_no_wait(parser)
     return parser
 
@@ -329,7 +335,8 @@ def pipeline_options(args) -> dict:
     return dict(feature=args.feature, matcher=args.matcher, backend=args.backend, checkpoint=args.checkpoint,
                 num_db_pairs=args.num_db_pairs, num_loc_pairs=args.num_loc_pairs,
                 ransac_max_error=args.ransac_max_error, covisibility_clustering=args.covisibility_clustering,
-                overwrite=args.overwrite, device=args.device, max_keypoints=args.max_keypoints)
+                overwrite=args.overwrite, device=args.device, max_keypoints=args.max_keypoints,
+                executor=executor_from_args(args))
 
 
 def run_from_args(scene: Scene, args) -> dict:

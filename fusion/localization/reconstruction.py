@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..features import extract, match
 from ..features.errors import BatchError
+from ..features.executor import LOCAL, Executor
 from ..features.h5 import FeatureReader, MatchReader
 from ..features.io import list_images, read_image_list, read_pairs, unique_pairs, write_pairs
 from ..features.provenance import (
@@ -463,6 +464,7 @@ def run(
     overwrite: bool = False,
     verbose: bool = False,
     device: str = "auto",
+    executor: Executor = LOCAL,
 ) -> dict:
     """Photos in ``images`` to a model in ``outputs/sfm``; returns the model, its statistics and paths.
 
@@ -482,7 +484,8 @@ def run(
     features = pipeline.features_path(outputs, feature_conf)
     skipped = []
     try:
-        extract.main(feature_conf, images, image_list=names, feature_path=features, overwrite=overwrite, device=device)
+        extract.main(feature_conf, images, image_list=names, feature_path=features, overwrite=overwrite, device=device,
+                     executor=executor)
     except BatchError as error:  # the other images were extracted and saved
         skipped = error.failures
     timer.lap("extract features")
@@ -495,7 +498,7 @@ def run(
     pair_path = pairs_for(pairs, names, usable, features, outputs, overwrite)
     timer.lap("pairs")
     matcher_conf = match.confs[matcher]
-    matches = match.main(matcher_conf, pair_path, features, overwrite=overwrite, device=device,
+    matches = match.main(matcher_conf, pair_path, features, overwrite=overwrite, device=device, executor=executor,
                          matches=pipeline.matches_path(outputs, matcher, matcher_conf, features)[0])
     timer.lap("match")
     sfm_dir = outputs / "sfm"

@@ -39,10 +39,10 @@ def test_changed_settings_are_refused_naming_the_setting(tmp_path, image_folder)
     with pytest.raises(StaleOutputError, match=r"conf\.model\.max_keypoints: 256 -> 128.*--overwrite"):
         extract.main(small_conf(keypoints=128), image_folder, feature_path=path, workers=0)
     checkpoint = save_checkpoint(FusedXFeat(), tmp_path / "fused.pt")
-    fused = small_conf("fused_xfeat")
-    fused["model"] = {**fused["model"], "checkpoint": str(checkpoint)}
-    with pytest.raises(StaleOutputError, match="weights"):
-        extract.main(fused, image_folder, feature_path=path, workers=0)
+    other_weights = small_conf(keypoints=256)  # the same settings, another backbone checkpoint
+    other_weights["model"] = {**other_weights["model"], "checkpoint": str(checkpoint)}
+    with pytest.raises(StaleOutputError, match=r"\(weights: "):
+        extract.main(other_weights, image_folder, feature_path=path, workers=0)
     result = fusion_cli("fusion.extract", "--conf", "xfeat", "--max-keypoints", "128", "--images", str(image_folder),
                         "--output", str(path), "--workers", "0")
     assert result.returncode == 2 and "Traceback" not in result.stderr

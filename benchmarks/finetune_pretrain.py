@@ -28,8 +28,8 @@ import matplotlib
 import numpy as np
 import torch
 
-from fusion.benchmarks import homography, wxbs
-from fusion.benchmarks.adapters import numpy_extractor, numpy_matcher
+from fusion.evaluation import homography, wxbs
+from fusion.evaluation.adapters import numpy_extractor, numpy_matcher
 from fusion.localization.figures import plt, save_figure
 from fusion.training.trainer import Trainer, resolve_config
 

@@ -28,10 +28,10 @@ import cv2
 import torch
 from finetune_pretrain import training_images  # the same training photos (benchmarks/ is on sys.path)
 
-from fusion.benchmarks import homography
-from fusion.benchmarks.adapters import numpy_extractor
+from fusion.evaluation import homography
+from fusion.evaluation.adapters import numpy_extractor
 from fusion.features.fused import FusedXFeat, load_checkpoint
-from fusion.features.provenance import config_hash
+from fusion.store.provenance import config_hash
 from fusion.training import validation
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,9 +31,9 @@ import numpy as np
 import pycolmap
 
 from fusion.features import match
-from fusion.features.io import list_images, write_pairs
 from fusion.localization import pairs, pipeline, reconstruction
 from fusion.localization.triangulation import quiet_colmap
+from fusion.store.io import list_images, write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "photos"

@@ -34,16 +34,16 @@ import matplotlib
 import numpy as np
 import torch
 
-from fusion.benchmarks import homography
-from fusion.benchmarks.adapters import model_matcher, numpy_extractor
+from fusion.evaluation import homography
+from fusion.evaluation.adapters import model_matcher, numpy_extractor
 from fusion.features import extract
-from fusion.features.h5 import FeatureReader, H5Writer, write_concatenation
 from fusion.features.match import MATCH_DATASETS
 from fusion.features.matchers import (
     LighterGlue,
     ReferenceLighterGlue,
     mutual_nearest_neighbours,
 )
+from fusion.store.h5 import FeatureReader, H5Writer, write_concatenation
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared/data/oxford_affine"

@@ -32,9 +32,9 @@ import numpy as np
 import pycolmap
 import torch
 
-from fusion.features.executor import TASK_SIZES, task_count
-from fusion.features.io import write_pairs
+from fusion.jobs.executor import TASK_SIZES, task_count
 from fusion.localization import demo_scene, pairs
+from fusion.store.io import write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 AACHEN_IMAGES, AACHEN_PAIRS = 6697 + 1015, 87_000

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from fusion.benchmarks.adapters import numpy_extractor
+from fusion.evaluation.adapters import numpy_extractor
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[1] / ".." / "shared/data/herzjesu_p8/images/0000.jpg"
 

@@ -4,7 +4,7 @@
         [--keypoints 2048 4096] [--matchers xfeat_mnn lighterglue] [--cut 0.9] [--out outputs/stability_uses]
 
 The head (default: the packaged CamVid head) runs once per image on XFeat's maps; then, per pair
-(``fusion.benchmarks.wxbs``: F by MAGSAC++, PCK of the GT correspondences, mAA over 1..20 px):
+(``fusion.evaluation.wxbs``: F by MAGSAC++, PCK of the GT correspondences, mAA over 1..20 px):
 - ``xfeat``: plain XFeat;
 - ``(a) weight``: SFD2's use, the expected weight sum_k p_k w_k multiplies the heatmap before NMS;
 - ``(b) drop``: cells with P(unstable) > --cut lose their keypoints, the top-k is refilled elsewhere;
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fusion.benchmarks import wxbs
-from fusion.benchmarks.adapters import numpy_matcher
+from fusion.evaluation import wxbs
+from fusion.evaluation.adapters import numpy_matcher
 from fusion.features.extractor import FusionExtractor
 from fusion.features.fused import load_checkpoint, packaged_checkpoint
 from fusion.features.stability import stability_weight

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusion.features.h5 import FeatureReader, H5Writer
-from fusion.features.provenance import make_recipe
 from fusion.localization import retrieval
+from fusion.store.h5 import FeatureReader, H5Writer
+from fusion.store.provenance import make_recipe
 
 AACHEN_DB, AACHEN_QUERIES = 6697, 1015
 

@@ -1,5 +1,5 @@
-"""``python -m fusion.merge``: see fusion.features.merge."""
-from fusion.features.merge import cli, run_cli
+"""``python -m fusion.merge``: see fusion.jobs.merge."""
+from fusion.jobs.merge import cli, run_cli
 
 if __name__ == "__main__":
     run_cli(cli)

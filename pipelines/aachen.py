@@ -6,7 +6,7 @@
 
 from pathlib import Path
 
-from fusion.features.errors import run_cli
+from fusion.jobs.errors import run_cli
 from fusion.localization import pipeline, scenes
 from fusion.localization.pipeline import pipeline_parser
 

@@ -14,7 +14,7 @@ pipelines/reconstruct.py (OUTPUTS/sfm), with --images the folder it was built fr
 
 from pathlib import Path
 
-from fusion.features.errors import run_cli
+from fusion.jobs.errors import run_cli
 from fusion.localization import pipeline, scenes
 from fusion.localization.pipeline import pipeline_parser
 

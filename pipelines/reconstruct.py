@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from fusion.features import extract, match
-from fusion.features.errors import CommandParser, run_cli
-from fusion.features.executor import add_executor_args, executor_from_args
-from fusion.features.locks import add_no_wait
+from fusion.jobs.errors import CommandParser, run_cli
+from fusion.jobs.executor import add_executor_args, executor_from_args
 from fusion.localization import pipeline, reconstruction
 from fusion.localization.reference_models import load_model
+from fusion.store.locks import add_no_wait
 
 
 def main(argv=None):

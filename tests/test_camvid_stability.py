@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import shared_path
 
-from fusion.benchmarks.cli import main as eval_main
+from fusion.evaluation.cli import main as eval_main
 from fusion.features.fused import load_checkpoint, packaged_checkpoint
 from fusion.features.stability import StabilityHead
 from fusion.training.data.camvid import CAMVID_CLASSES, split_files, stability_cells

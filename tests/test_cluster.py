@@ -15,8 +15,8 @@ import torch
 from conftest import assert_same_h5
 
 from fusion.features import extract, match
-from fusion.features.errors import BatchError
-from fusion.features.executor import Executor, parts_dir
+from fusion.jobs.errors import BatchError
+from fusion.jobs.executor import Executor, parts_dir
 from fusion.localization import localize
 
 NUM_IMAGES = 8

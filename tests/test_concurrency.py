@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_same_h5
 
 from fusion.features import extract
-from fusion.features.h5 import chunk_dir
+from fusion.store.h5 import chunk_dir
 
 NUM_IMAGES = 10
 
@@ -37,7 +37,7 @@ def extraction(images, output, gate, log):
     two images, pauses until the file ``gate`` exists; its log goes to the file ``log``."""
     code = ("import pathlib, sys, time\n"
             "from fusion.features import extract, h5\n"
-            "from fusion.features.errors import run_cli\n"
+            "from fusion.jobs.errors import run_cli\n"
             "h5.CHUNK_SECONDS, gate, done, features_of = 0, pathlib.Path(sys.argv[1]), [], extract.features_of\n"
             "def paused(*args, **kwargs):\n"
             "    done.append(1)\n"
@@ -123,7 +123,7 @@ def test_readers_see_whole_files_while_a_writer_works(tmp_path, many_images):
     writer = extraction(many_images, output, gate, tmp_path / "writer.log")
     wait_until(lambda: chunks_of(output) == 2, writer)
     waiting_reader = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from fusion.features.h5 import FeatureReader; "
+        [sys.executable, "-c", "import sys; from fusion.store.h5 import FeatureReader; "
          "print(len(FeatureReader(sys.argv[1]).names()))", str(output)],
         stdout=subprocess.PIPE, stderr=open(reader_log, "w"), text=True)
     seen, polls = set(), 0

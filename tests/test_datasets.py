@@ -23,7 +23,7 @@ from dataset_layouts import (
     write_nvm,
 )
 
-from fusion.features.errors import run_cli
+from fusion.jobs.errors import run_cli
 from fusion.localization import demo_scene, pairs, scenes
 from fusion.localization.poses import pose_error, read_poses
 from fusion.localization.queries import read_query_list

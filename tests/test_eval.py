@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import shared_path
 
-from fusion.benchmarks import efficiency, homography, log, relpose
-from fusion.benchmarks.adapters import numpy_extractor
-from fusion.benchmarks.cli import main as eval_main
+from fusion.evaluation import efficiency, homography, log, relpose
+from fusion.evaluation.adapters import numpy_extractor
+from fusion.evaluation.cli import main as eval_main
 from fusion.features.fused import FusedXFeat, save_checkpoint
 
 H = np.array([[0.9, 0.1, 20.0], [-0.05, 1.1, 10.0], [1e-4, 2e-5, 1.0]])

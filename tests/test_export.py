@@ -10,8 +10,8 @@ import torch
 from fusion.features import extract
 from fusion.features.export import compare_features, export, load_graph
 from fusion.features.fused import FusedXFeat, save_checkpoint
-from fusion.features.h5 import FeatureReader
-from fusion.features.io import read_image
+from fusion.store.h5 import FeatureReader
+from fusion.store.io import read_image
 
 SIZES = ((512, 576), (256, 224))  # (W, H), multiples of 32; the second has fewer NMS candidates than 4096
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import assert_same_h5
 
 from fusion.features import extract, match
-from fusion.features.errors import BatchError
+from fusion.jobs.errors import BatchError
 
 
 def write_pairs(path, pairs):

@@ -172,7 +172,7 @@ def test_vlad_kmeans_block_by_block_equals_the_loop_over_clusters():
 
 def test_a_pair_is_one_line_whatever_the_order_of_its_names(tmp_path):
     """Covisibility lists most pairs both ways: the file keeps each once, so matching and verification count alike."""
-    from fusion.features.io import read_pairs, write_pairs
+    from fusion.store.io import read_pairs, write_pairs
 
     path = write_pairs([("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("a", "b"), ("b", "c")], tmp_path / "p.txt")
     assert path.read_text() == "a b\na c\nb c\n"
@@ -182,7 +182,7 @@ def test_a_pair_is_one_line_whatever_the_order_of_its_names(tmp_path):
 
 def test_the_demo_verifies_the_pairs_it_matched(small_demo):
     """The demo's reference pairs file lists each pair once (its log said 72 pairs to match, then 120 to verify)."""
-    from fusion.features.io import read_pairs
+    from fusion.store.io import read_pairs
 
     _, out = small_demo
     pair_file = next(out["sfm"].parent.glob("pairs-db-*.txt"))

@@ -12,16 +12,17 @@ import numpy as np
 import pycolmap
 import pytest
 
-from fusion.features import extract, h5, match
-from fusion.features.errors import BatchError
+from fusion.features import extract, match
 from fusion.features.fused import FusedXFeat, save_checkpoint
-from fusion.features.h5 import FeatureReader, H5Writer, chunk_dir
-from fusion.features.io import read_pairs
-from fusion.features.provenance import StaleOutputError, fingerprint, input_fingerprint, make_recipe, read_recipe
+from fusion.jobs.errors import BatchError
 from fusion.localization import localize, pipeline, triangulation
 from fusion.localization.demo_scene import look_pose
 from fusion.localization.poses import read_poses
 from fusion.localization.reference_models import model_from_poses
+from fusion.store import h5
+from fusion.store.h5 import FeatureReader, H5Writer, chunk_dir
+from fusion.store.io import read_pairs
+from fusion.store.provenance import StaleOutputError, fingerprint, input_fingerprint, make_recipe, read_recipe
 
 
 def small_conf(name="xfeat", keypoints=256):

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from conftest import assert_same_h5
 
-from fusion.features import extract, match, merge
-from fusion.features.provenance import input_fingerprint
-from fusion.features.runtime import in_shard, parse_shard, shard_of
+from fusion.features import extract, match
+from fusion.jobs import merge
+from fusion.jobs.runtime import in_shard, parse_shard, shard_of
+from fusion.store.provenance import input_fingerprint
 
 NAMES = ["a.jpg", "b.png", "sub/c.jpg"]
 

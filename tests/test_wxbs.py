@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from fusion.benchmarks import wxbs
-from fusion.benchmarks.cli import main as eval_main
+from fusion.evaluation import wxbs
+from fusion.evaluation.cli import main as eval_main
 
 
 def two_views(count=300, seed=0):

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..jobs.errors import CommandParser, run_cli
+from ..store.provenance import provenance
 from . import EXTRACTORS, build_model, extract
-from .errors import CommandParser, run_cli
-from .provenance import provenance
 from .xfeat import detect_sparse
 
 logger = logging.getLogger("fusion")

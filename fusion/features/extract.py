@@ -13,15 +13,15 @@ import h5py
 import numpy as np
 import torch
 
+from ..jobs.errors import BatchError, CommandParser, finish_batch, run_cli
+from ..jobs.executor import LOCAL, Executor, add_executor_args, check_executor, executor_from_args, progress_bar, run_in_parts
+from ..jobs.runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
+from ..store.h5 import H5Writer
+from ..store.io import ImageError, list_images, read_image, read_image_list, resize_image
+from ..store.locks import add_no_wait
+from ..store.provenance import WEIGHT_PATH_KEYS, StaleOutputError, compare_source, existing, make_recipe, source_identity
 from . import EXTRACTORS, build_model, model_class
-from .errors import BatchError, CommandParser, finish_batch, run_cli
-from .executor import LOCAL, Executor, add_executor_args, check_executor, executor_from_args, progress_bar, run_in_parts
 from .extractor import FUSED_ONLY_KEYS
-from .h5 import H5Writer
-from .io import ImageError, list_images, read_image, read_image_list, resize_image
-from .locks import add_no_wait
-from .provenance import WEIGHT_PATH_KEYS, StaleOutputError, compare_source, existing, make_recipe, source_identity
-from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
@@ -236,7 +236,7 @@ def main(
 
     ``shard=(i, n)`` takes the i-th of n deterministic parts of the images (``fusion.merge`` joins
     the parts); ``workers`` DataLoader processes read and resize images while the network runs.
-    ``executor``: this process, or Ray tasks (``fusion.features.executor``); ``report``: see ``progress_bar``.
+    ``executor``: this process, or Ray tasks (``fusion.jobs.executor``); ``report``: see ``progress_bar``.
     """
     image_dir = Path(image_dir)
     if feature_path is None:

@@ -7,7 +7,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-from .provenance import provenance
+from ..store.provenance import provenance
 from .stability import StabilityHead, stability_weight
 from .xfeat import load_xfeat_backbone
 

@@ -10,14 +10,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..jobs.errors import BatchError, CommandParser, finish_batch, run_cli
+from ..jobs.executor import LOCAL, Executor, add_executor_args, check_executor, executor_from_args, progress_bar, run_in_parts
+from ..jobs.runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
+from ..store.h5 import FeatureReader, H5Writer
+from ..store.io import names_to_pair, read_pairs, write_pairs
+from ..store.locks import add_no_wait
+from ..store.provenance import WEIGHT_PATH_KEYS, existing, input_fingerprint, make_recipe, read_recipe
 from . import MATCHERS, build_model, model_class
-from .errors import BatchError, CommandParser, finish_batch, run_cli
-from .executor import LOCAL, Executor, add_executor_args, check_executor, executor_from_args, progress_bar, run_in_parts
-from .h5 import FeatureReader, H5Writer
-from .io import names_to_pair, read_pairs, write_pairs
-from .locks import add_no_wait
-from .provenance import WEIGHT_PATH_KEYS, existing, input_fingerprint, make_recipe, read_recipe
-from .runtime import SHARD_ATTR, FreedMemoryReleaser, in_shard, parse_shard, resolve_device
 
 logger = logging.getLogger("fusion")
 
@@ -143,7 +143,7 @@ def main(
 ) -> Path:
     """Match the pairs listed in ``pairs`` (hloc's argument order); features of the second image of
     each pair come from ``features_ref`` when given. ``shard=(i, n)``: the i-th of n parts of the pairs.
-    ``executor``: this process, or Ray tasks (``fusion.features.executor``); ``report``: see ``progress_bar``."""
+    ``executor``: this process, or Ray tasks (``fusion.jobs.executor``); ``report``: see ``progress_bar``."""
     check_executor(executor, shard)
     features = Path(features)
     if matches is None:

@@ -20,9 +20,9 @@ import matplotlib
 import numpy as np
 import pycolmap
 
-from ..features.executor import LOCAL, Executor
-from ..features.h5 import FeatureReader, MatchReader
-from ..features.io import read_image, read_pairs
+from ..jobs.executor import LOCAL, Executor
+from ..store.h5 import FeatureReader, MatchReader
+from ..store.io import read_image, read_pairs
 from . import figures, localize, pipeline, report, scenes
 from .poses import read_poses, write_poses
 from .queries import write_query_list

@@ -1,7 +1,7 @@
 """Headless matplotlib figures (PNG) of localization: matches, top-down camera maps, reprojections.
 
 Every figure says what its marks mean (legend or colour bar); photos are shown in their true
-colours (RGB, as ``fusion.features.io.read_image`` returns them) and downscaled to at most
+colours (RGB, as ``fusion.store.io.read_image`` returns them) and downscaled to at most
 ``MAX_CANVAS_WIDTH`` pixels so that large photos give readable, small files.
 """
 
@@ -20,7 +20,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from ..features.provenance import temporary_name  # noqa: E402
+from ..store.provenance import temporary_name  # noqa: E402
 from .triangulation import COLMAP_PIXEL_OFFSET, epipolar_distances  # noqa: E402
 
 MAX_CANVAS_WIDTH = 1600  # pixels of the photos shown side by side in one figure

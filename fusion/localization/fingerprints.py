@@ -7,7 +7,7 @@ from typing import Iterable, List, Tuple
 import numpy as np
 import pycolmap
 
-from ..features.provenance import input_fingerprint
+from ..store.provenance import input_fingerprint
 
 
 def digest(parts: Iterable[str]) -> str:

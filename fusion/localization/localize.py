@@ -21,12 +21,12 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pycolmap
 
-from ..features.errors import BatchError, CommandParser, run_cli
-from ..features.executor import LOCAL, Executor, add_executor_args, executor_from_args, plan_parts, progress_bar, run_tasks
-from ..features.h5 import FeatureReader, MatchReader
-from ..features.io import pairs_by_query, read_pairs
-from ..features.provenance import check_reusable, input_fingerprint, make_recipe, remove, replace_file, writing
-from ..features.runtime import in_shard
+from ..jobs.errors import BatchError, CommandParser, run_cli
+from ..jobs.executor import LOCAL, Executor, add_executor_args, executor_from_args, plan_parts, progress_bar, run_tasks
+from ..jobs.runtime import in_shard
+from ..store.h5 import FeatureReader, MatchReader
+from ..store.io import pairs_by_query, read_pairs
+from ..store.provenance import check_reusable, input_fingerprint, make_recipe, remove, replace_file, writing
 from .fingerprints import model_fingerprint, queries_fingerprint
 from .poses import qt_from_rigid, read_poses, rigid_from_qt, write_poses
 from .queries import read_query_list
@@ -298,7 +298,7 @@ def main(
     Re-uses ``results`` when it was made from the same inputs and settings; one made otherwise is
     refused unless ``overwrite``. ``reference_id``: the model's fingerprint, when the caller knows it.
     ``guessed_focal``: queries whose focal length is a guess (no intrinsics, no EXIF), estimated by PnP.
-    ``executor``: this process, or Ray tasks over shards of the queries (``fusion.features.executor``).
+    ``executor``: this process, or Ray tasks over shards of the queries (``fusion.jobs.executor``).
     """
     guessed_focal = set(guessed_focal)
     results = Path(results)

@@ -16,12 +16,12 @@ from typing import Optional, Tuple
 import pycolmap
 
 from ..features import extract, match
-from ..features.errors import CommandParser
-from ..features.executor import LOCAL, Executor, add_executor_args, executor_from_args
-from ..features.h5 import H5Writer
-from ..features.io import read_pairs, write_pairs
-from ..features.locks import add_no_wait
-from ..features.provenance import (
+from ..jobs.errors import CommandParser
+from ..jobs.executor import LOCAL, Executor, add_executor_args, executor_from_args
+from ..store.h5 import H5Writer
+from ..store.io import read_pairs, write_pairs
+from ..store.locks import add_no_wait
+from ..store.provenance import (
     check_reusable,
     fingerprint,
     input_fingerprint,
@@ -139,7 +139,7 @@ def run(
     """Localize the scene's queries; returns the output paths and, with ground truth, the recall report.
 
     ``report.html`` and its figures go to ``report_dir`` (default: ``outputs``); ``executor``: where extraction,
-    matching and localization run (``fusion.features.executor``)."""
+    matching and localization run (``fusion.jobs.executor``)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
     if backend == "hloc" and executor.kind != "local":
@@ -157,53 +157,12 @@ def run(
     for group, names in scene.query_groups.items():  # per-condition query lists, as hloc writes them
         write_query_list([(n, cameras[n]) for n in names], outputs / f"{group}_queries_with_intrinsics.txt")
     features = features_path(outputs, feature_conf, backend)
-    if backend == "hloc":
-        from hloc import extract_features, localize_sfm, match_features
-
-        from ..hloc import register
-
-        register()
-        with H5Writer(features, extract.FEATURE_DATASETS, features_recipe(feature_conf, backend), overwrite) as writer:
-            for folder, folder_names in scene.image_folders():
-                extract.check_sources(writer, folder, [n for n in folder_names if n in writer.done])
-                todo = [n for n in folder_names if n not in writer.done]
-                if todo:  # hloc writes them as a chunk of the file
-                    chunk = writer.new_chunk()
-                    extract_features.main(feature_conf, folder, image_list=todo, feature_path=chunk)
-                    writer.add_chunk(chunk, extract.sources_of(folder, todo))
-    else:
-        for index, (folder, folder_names) in enumerate(scene.image_folders()):  # one file: afresh once
-            extract.main(feature_conf, folder, image_list=folder_names, feature_path=features,
-                         overwrite=overwrite and index == 0, raise_on_failure=False, device=device, executor=executor)
+    extract_scene(scene, feature_conf, features, backend, overwrite, device, executor)
     timer.lap("extract features")
     matches, matches_recipe = matches_path(outputs, matcher, matcher_conf, features, backend)
-    if backend == "hloc":
-        def match_pairs(pair_path, overwrite):
-            with H5Writer(matches, match.MATCH_DATASETS, matches_recipe, overwrite) as writer:
-                todo = match.new_pairs(read_pairs(pair_path), writer.done)
-                if todo:  # hloc writes them as a chunk of the file
-                    chunk = writer.new_chunk()
-                    match_features.main(matcher_conf, write_pairs(todo, chunk.with_suffix(".txt")), features, matches=chunk)
-                    writer.add_chunk(chunk)
-    else:
-        def match_pairs(pair_path, overwrite):
-            match.main(matcher_conf, pair_path, features, matches=matches, overwrite=overwrite,
-                       raise_on_failure=False, device=device, executor=executor)
-
-    if built_from(scene, features):
-        sfm_dir, model, sfm_id = scene.reference_path, scene.reference, input_fingerprint(scene.reference_path)
-        logger.info(f"Reference: {sfm_dir} was built from {features.name}: its {model.num_points3D()} 3D points are "
-                    "used as they are (no reference pair matched or triangulated again)")
-    else:
-        reference_id = model_fingerprint(scene.reference)
-        sfm_pairs = db_pairs(scene, reference_id, outputs, num_db_pairs, overwrite)
-        match_pairs(sfm_pairs, overwrite)
-        timer.lap("match reference pairs")
-        sfm_recipe = triangulation.recipe_of(reference_id, sfm_pairs, features, matches, 4.0, None)
-        sfm_dir, sfm_id = named(outputs, "sfm", sfm_recipe), fingerprint(sfm_recipe)
-        model = triangulation.main(sfm_dir, scene.reference, scene.images, sfm_pairs, features, matches,
-                                   overwrite=overwrite, reference_id=reference_id)
-        timer.lap("triangulate")
+    match_pairs = scene_matcher(backend, matcher_conf, features, matches, matches_recipe, device, executor)
+    sfm_dir, model, sfm_id = reference_map(scene, outputs, features, matches, match_pairs, num_db_pairs, overwrite,
+                                           timer)
     loc_pairs = query_pairs(scene, features, outputs, num_loc_pairs, overwrite)
     timer.lap("query pairs (retrieval)")
     match_pairs(loc_pairs, False)  # the same file: its reference pairs stay
@@ -215,16 +174,8 @@ def run(
     results_recipe["conf"]["backend"] = backend
     results = named(outputs, f"results_{feature}_{matcher}_{backend}", results_recipe, ".txt")
     if backend == "hloc":
-        query_list = write_query_list(scene.queries, outputs / "queries_with_intrinsics.txt")
-        if overwrite or not check_reusable(results, results_recipe):
-            with writing(results, results_recipe) as tmp:
-                # hloc leaves RANSAC unseeded: pycolmap then draws from a global state that earlier calls moved
-                pycolmap.set_random_seed(0)
-                localize_sfm.main(model, query_list, loc_pairs, features, matches, tmp,
-                                  ransac_thresh=ransac_max_error, covisibility_clustering=covisibility_clustering,
-                                  prepend_camera_name=style == "camera")
-                localize.complete_hloc_results(tmp, scene.query_names, loc_pairs, model, style)
-                Path(f"{tmp}_logs.pkl").replace(f"{results}_logs.pkl")
+        localize_with_hloc(scene, outputs, model, loc_pairs, features, matches, results, results_recipe, style,
+                           ransac_max_error, covisibility_clustering, overwrite)
     else:
         localize.main(model, scene.queries, loc_pairs, features, matches, results, ransac_max_error,
                       covisibility_clustering, style, overwrite=overwrite, reference_id=sfm_id,
@@ -239,18 +190,111 @@ def run(
                         "ransac_max_error": ransac_max_error, "covisibility_clustering": covisibility_clustering,
                         "fingerprint": fingerprint(results_recipe)}}
     if scene.ground_truth:
-        rename = {name: localize.result_name(name, style) for name in scene.ground_truth}
-        truth = {rename[n]: pose for n, pose in scene.ground_truth.items()}
-        groups = {g: [rename[n] for n in names if n in rename] for g, names in scene.query_groups.items()}
-        failed = {localize.result_name(n, style) for n, log in read_query_logs(results, model).items() if not log["localized"]}
-        report = evaluate(read_poses(results), truth, groups, failed)
-        report_path = results.with_name(results.stem.replace("results_", "recall_", 1) + ".json")
-        replace_file(report_path, json.dumps(report, indent=1))
-        print(format_table(report))
-        out.update(report=report, report_path=report_path)
+        out.update(recall_of(scene, results, model, style))
         timer.lap("evaluate")
     out["report_html"] = localization_report(scene, out)
     return out
+
+
+def hloc_steps():
+    """hloc's extraction, matching and localization modules, with fusion's models registered in hloc."""
+    from hloc import extract_features, localize_sfm, match_features
+
+    from ..hloc import register
+
+    register()
+    return extract_features, match_features, localize_sfm
+
+
+def extract_scene(scene: Scene, feature_conf: dict, features: Path, backend: str, overwrite: bool, device: str,
+                  executor: Executor) -> None:
+    """Features of every image of the scene (each image folder in turn) into one file, by fusion or by hloc."""
+    if backend == "builtin":
+        for index, (folder, folder_names) in enumerate(scene.image_folders()):  # one file: afresh once
+            extract.main(feature_conf, folder, image_list=folder_names, feature_path=features,
+                         overwrite=overwrite and index == 0, raise_on_failure=False, device=device, executor=executor)
+        return
+    extract_features = hloc_steps()[0]
+    with H5Writer(features, extract.FEATURE_DATASETS, features_recipe(feature_conf, backend), overwrite) as writer:
+        for folder, folder_names in scene.image_folders():
+            extract.check_sources(writer, folder, [n for n in folder_names if n in writer.done])
+            todo = [n for n in folder_names if n not in writer.done]
+            if todo:  # hloc writes them as a chunk of the file
+                chunk = writer.new_chunk()
+                extract_features.main(feature_conf, folder, image_list=todo, feature_path=chunk)
+                writer.add_chunk(chunk, extract.sources_of(folder, todo))
+
+
+def scene_matcher(backend: str, matcher_conf: dict, features: Path, matches: Path, matches_recipe: dict, device: str,
+                  executor: Executor):
+    """``match_pairs(pairs_file, overwrite)``: the pairs' matches into ``matches``, by fusion or by hloc."""
+    if backend == "builtin":
+        def match_pairs(pair_path, overwrite):
+            match.main(matcher_conf, pair_path, features, matches=matches, overwrite=overwrite,
+                       raise_on_failure=False, device=device, executor=executor)
+        return match_pairs
+    match_features = hloc_steps()[1]
+
+    def match_pairs_with_hloc(pair_path, overwrite):
+        with H5Writer(matches, match.MATCH_DATASETS, matches_recipe, overwrite) as writer:
+            todo = match.new_pairs(read_pairs(pair_path), writer.done)
+            if todo:  # hloc writes them as a chunk of the file
+                chunk = writer.new_chunk()
+                match_features.main(matcher_conf, write_pairs(todo, chunk.with_suffix(".txt")), features, matches=chunk)
+                writer.add_chunk(chunk)
+    return match_pairs_with_hloc
+
+
+def reference_map(scene: Scene, outputs: Path, features: Path, matches: Path, match_pairs, num_db_pairs: int,
+                  overwrite: bool, timer: StepTimer):
+    """``(sfm_dir, model, its fingerprint)``: the scene's reference as it is when it was built from these
+    features, else triangulated from its poses with these features and matches."""
+    if built_from(scene, features):
+        model = scene.reference
+        logger.info(f"Reference: {scene.reference_path} was built from {features.name}: its {model.num_points3D()} "
+                    "3D points are used as they are (no reference pair matched or triangulated again)")
+        return scene.reference_path, model, input_fingerprint(scene.reference_path)
+    reference_id = model_fingerprint(scene.reference)
+    sfm_pairs = db_pairs(scene, reference_id, outputs, num_db_pairs, overwrite)
+    match_pairs(sfm_pairs, overwrite)
+    timer.lap("match reference pairs")
+    sfm_recipe = triangulation.recipe_of(reference_id, sfm_pairs, features, matches, 4.0, None)
+    sfm_dir = named(outputs, "sfm", sfm_recipe)
+    model = triangulation.main(sfm_dir, scene.reference, scene.images, sfm_pairs, features, matches,
+                               overwrite=overwrite, reference_id=reference_id)
+    timer.lap("triangulate")
+    return sfm_dir, model, fingerprint(sfm_recipe)
+
+
+def localize_with_hloc(scene: Scene, outputs: Path, model, loc_pairs: Path, features: Path, matches: Path,
+                       results: Path, results_recipe: dict, style: str, ransac_max_error: float,
+                       covisibility_clustering: bool, overwrite: bool) -> None:
+    """hloc's ``localize_sfm`` into ``results``, completed with a line for every query it left out."""
+    localize_sfm = hloc_steps()[2]
+    query_list = write_query_list(scene.queries, outputs / "queries_with_intrinsics.txt")
+    if not overwrite and check_reusable(results, results_recipe):
+        return
+    with writing(results, results_recipe) as tmp:
+        # hloc leaves RANSAC unseeded: pycolmap then draws from a global state that earlier calls moved
+        pycolmap.set_random_seed(0)
+        localize_sfm.main(model, query_list, loc_pairs, features, matches, tmp,
+                          ransac_thresh=ransac_max_error, covisibility_clustering=covisibility_clustering,
+                          prepend_camera_name=style == "camera")
+        localize.complete_hloc_results(tmp, scene.query_names, loc_pairs, model, style)
+        Path(f"{tmp}_logs.pkl").replace(f"{results}_logs.pkl")
+
+
+def recall_of(scene: Scene, results: Path, model, style: str) -> dict:
+    """The recall report of the results against the scene's ground truth, printed and written beside them."""
+    rename = {name: localize.result_name(name, style) for name in scene.ground_truth}
+    truth = {rename[n]: pose for n, pose in scene.ground_truth.items()}
+    groups = {g: [rename[n] for n in names if n in rename] for g, names in scene.query_groups.items()}
+    failed = {localize.result_name(n, style) for n, log in read_query_logs(results, model).items() if not log["localized"]}
+    report = evaluate(read_poses(results), truth, groups, failed)
+    report_path = results.with_name(results.stem.replace("results_", "recall_", 1) + ".json")
+    replace_file(report_path, json.dumps(report, indent=1))
+    print(format_table(report))
+    return {"report": report, "report_path": report_path}
 
 
 def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xfeat", checkpoint: Optional[Path] = None,

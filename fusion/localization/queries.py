@@ -8,7 +8,7 @@ import numpy as np
 import pycolmap
 from PIL import ExifTags, Image
 
-from ..features.provenance import replace_file
+from ..store.provenance import replace_file
 
 
 def exif_camera(path: Path) -> tuple:

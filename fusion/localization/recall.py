@@ -7,7 +7,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 import numpy as np
 import pycolmap
 
-from ..features.errors import CommandParser, run_cli
+from ..jobs.errors import CommandParser, run_cli
 from .poses import pose_error, read_poses
 
 THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))

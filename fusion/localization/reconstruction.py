@@ -22,11 +22,11 @@ import pycolmap
 from tqdm import tqdm
 
 from ..features import extract, match
-from ..features.errors import BatchError
-from ..features.executor import LOCAL, Executor
-from ..features.h5 import FeatureReader, MatchReader
-from ..features.io import list_images, read_image_list, read_pairs, unique_pairs, write_pairs
-from ..features.provenance import (
+from ..jobs.errors import BatchError
+from ..jobs.executor import LOCAL, Executor
+from ..store.h5 import FeatureReader, MatchReader
+from ..store.io import list_images, read_image_list, read_pairs, unique_pairs, write_pairs
+from ..store.provenance import (
     check_reusable,
     fingerprint,
     git_commit,

@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pycolmap
 
-from ..features.h5 import FeatureReader, MatchReader
-from ..features.io import pairs_by_query, read_image, read_pairs
-from ..features.provenance import config_hash, git_commit, replace_file
+from ..store.h5 import FeatureReader, MatchReader
+from ..store.io import pairs_by_query, read_image, read_pairs
+from ..store.provenance import config_hash, git_commit, replace_file
 from . import figures, localize, view3d
 from .poses import poses_from_model, read_poses
 from .recall import THRESHOLDS

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..features.h5 import H5Writer, MissingEntryError
-from ..features.provenance import input_fingerprint, make_recipe
+from ..store.h5 import H5Writer, MissingEntryError
+from ..store.provenance import input_fingerprint, make_recipe
 from .fingerprints import names_fingerprint
 
 logger = logging.getLogger("fusion")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pycolmap
 
-from ..features.io import list_images
+from ..store.io import list_images
 from .pairs import Pairs, from_covisibility, from_observations, from_poses
 from .poses import poses_from_model, read_poses
 from .queries import camera_from_image, cameras_by_exif, read_query_list

@@ -14,10 +14,10 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from ..features.errors import CommandParser, run_cli
-from ..features.h5 import FeatureReader, MatchReader
-from ..features.io import read_pairs, unique_pairs
-from ..features.provenance import check_reusable, input_fingerprint, make_recipe, writing
+from ..jobs.errors import CommandParser, run_cli
+from ..store.h5 import FeatureReader, MatchReader
+from ..store.io import read_pairs, unique_pairs
+from ..store.provenance import check_reusable, input_fingerprint, make_recipe, writing
 from .fingerprints import model_fingerprint, pairs_fingerprint
 from .reference_models import load_model
 

@@ -17,7 +17,7 @@ import pycolmap
 from matplotlib.colors import to_hex
 from scipy.spatial import cKDTree
 
-from ..features.provenance import replace_file
+from ..store.provenance import replace_file
 from .figures import CONDITION_COLOURS, centre, frustum_edges, ground_axes, scene_near_cameras
 
 PLOTLY_JS = f"plotly-{plotly.__version__}.min.js"

@@ -14,7 +14,7 @@ from typing import Dict, List
 
 import yaml
 
-from ..features.errors import CommandParser, run_cli
+from ..jobs.errors import CommandParser, run_cli
 from .config import load_config
 from .losses.weighting import WEIGHTINGS
 from .trainer import Trainer, active_terms
@@ -72,8 +72,8 @@ def main(argv=None):
         final = trainer.train()
         results[name] = final_metrics(trainer.run_dir)
         if args.eval_data:
-            from ..benchmarks import homography
-            from ..benchmarks.adapters import numpy_extractor
+            from ..evaluation import homography
+            from ..evaluation.adapters import numpy_extractor
 
             scores = homography.evaluate(homography.read_sequences(args.eval_data),
                                          numpy_extractor("fused_xfeat", 2048, str(final)))

@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from ..features.extract import prepare_image
 from ..features.fused import FusedXFeat, load_checkpoint, save_checkpoint
-from ..features.provenance import fingerprint, input_fingerprint, make_recipe
 from ..features.stability import StabilityHead
 from ..features.xfeat import XFeatBackbone, resize_to_multiple_of_32
+from ..store.provenance import fingerprint, input_fingerprint, make_recipe
 from . import stability_head
 from .data.camvid import CAMVID_LICENCE, split_files, stability_cells
 from .data.photometric import photometric_variant

@@ -28,10 +28,10 @@ from tqdm import tqdm
 
 from ..features.extract import prepare_image
 from ..features.fused import FusedXFeat, load_checkpoint, save_checkpoint
-from ..features.h5 import FeatureReader
-from ..features.provenance import fingerprint, input_fingerprint, make_recipe, read_recipe
 from ..features.stability import STABILITY_CLASSES
 from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
+from ..store.h5 import FeatureReader
+from ..store.provenance import fingerprint, input_fingerprint, make_recipe, read_recipe
 from . import stability_head
 from .data.labels import IGNORE, SHORT_TERM, STABLE, UNSTABLE
 from .data.photometric import photometric_variant

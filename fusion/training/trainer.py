@@ -33,10 +33,10 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..features.errors import CommandParser, run_cli
 from ..features.fused import load_checkpoint, packaged_checkpoint, save_checkpoint
-from ..features.provenance import config_hash, git_commit
 from ..features.xfeat import load_xfeat_backbone
+from ..jobs.errors import CommandParser, run_cli
+from ..store.provenance import config_hash, git_commit
 from .config import load_config, with_overrides
 from .data import build_dataset
 from .distributed import all_reduce_mean, all_reduce_sum, barrier

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from ..features.extractor import FusionExtractor
 from ..features.fused import FusedXFeat
-from ..features.io import IMAGE_SUFFIXES
 from ..features.matchers import mutual_nearest_neighbours
 from ..features.xfeat import detect_sparse
+from ..store.io import IMAGE_SUFFIXES
 from .data.geometry import cell_centres
 from .data.synthetic import SyntheticPairs
 

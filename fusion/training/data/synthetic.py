@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from ...features.io import IMAGE_SUFFIXES
+from ...store.io import IMAGE_SUFFIXES
 from .geometry import cell_centres, cell_corners, inside, warp_homography
 from .labels import ade20k_lookup, cell_labels, label_path, read_stability_labels
 from .photometric import LIGHT_CHANGE, seeded

@@ -1,12 +1,12 @@
 """hloc-layout h5 files: resumable writing that concurrent readers, writers and kills cannot corrupt; readers.
 
 A finished h5 output is never changed in place. ``H5Writer`` holds the output's lock
-(``fusion.features.locks``) while it runs and writes the new groups (an image's features, a pair's
+(``fusion.store.locks``) while it runs and writes the new groups (an image's features, a pair's
 matches) into chunk files in ``<output>.chunks/``; each chunk is made durable and renamed into place
 every ``CHUNK_SECONDS``, so a killed run loses at most that much work and the next run goes on from
 the chunks. Closing writes the old file and the chunks, concatenated, as the new file, renamed into
 place: a reader sees the old file or the new one, never a half-written group. The file records the
-recipe of its content (``fusion.features.provenance``); writing into a file made with another recipe
+recipe of its content (``fusion.store.provenance``); writing into a file made with another recipe
 is refused, so results of two configurations never mix.
 """
 

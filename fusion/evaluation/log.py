@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..features.provenance import config_hash, git_commit
+from ..store.provenance import config_hash, git_commit
 
 LOG_FIELDS = ("time", "benchmark", "config_hash", "git_commit", "config", "result")
 

@@ -13,10 +13,10 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from . import locks
+from ..store import locks
+from ..store.h5 import write_concatenation
+from ..store.provenance import REVISION_ATTR, check_reusable, differences, fingerprint, read_recipe, recipe_attrs, root_attrs
 from .errors import CommandParser, run_cli
-from .h5 import write_concatenation
-from .provenance import REVISION_ATTR, check_reusable, differences, fingerprint, read_recipe, recipe_attrs, root_attrs
 from .runtime import SHARD_ATTR, parse_shard
 
 logger = logging.getLogger("fusion")

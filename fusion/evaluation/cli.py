@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ..features import match
-from ..features.errors import CommandParser, run_cli
-from ..features.io import read_image
 from ..features.xfeat import keypoint_heatmap, resize_to_multiple_of_32
+from ..jobs.errors import CommandParser, run_cli
+from ..store.io import read_image
 from ..training.data.camvid import stability_cells
 from . import efficiency, figures, homography, log, relpose, stability_classes, wxbs
 from .adapters import numpy_extractor, numpy_matcher

@@ -20,9 +20,9 @@ from typing import Callable, Iterable, List, Optional
 import h5py
 from tqdm import tqdm
 
+from ..store.h5 import H5Writer
+from ..store.provenance import differences, fingerprint, remove
 from . import merge
-from .h5 import H5Writer
-from .provenance import differences, fingerprint, remove
 from .runtime import SHARD_ATTR, in_shard
 
 logger = logging.getLogger("fusion")

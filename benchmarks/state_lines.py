@@ -20,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ("provenance", "journal", "h5", "merge", "locks")
+# where a module is, newest layout first (store/ and jobs/ were part of features/ before)
+FOLDERS = ("fusion/store", "fusion/jobs", "fusion/features")
 MATCH_HELPERS = ("new_pairs", "checked_state_attr", "features_state", "outdated_pairs")
 # the lines of match.main that keep resume state: what is done, what is outdated, the cached state of the features
 MATCH_MAIN_STATE = re.compile(r"\b(done|todo|state\w*|outdated|digests?|new_pairs)\b")
@@ -67,9 +69,10 @@ def main():
     args = parser.parse_args()
     rows = []
     for module in MODULES:
-        text = source(f"fusion/features/{module}.py", args.rev)
-        if text:
-            rows.append((f"fusion/features/{module}.py", len(text.splitlines()), len(code_lines(text))))
+        path = next((f"{folder}/{module}.py" for folder in FOLDERS if source(f"{folder}/{module}.py", args.rev)), None)
+        if path:
+            text = source(path, args.rev)
+            rows.append((path, len(text.splitlines()), len(code_lines(text))))
     rows.append(("match.py resume bookkeeping", *match_bookkeeping(source("fusion/features/match.py", args.rev))))
     print(f"state-keeping lines at {args.rev or 'the working tree'}")
     print("| what | lines | code lines |\n|---|---:|---:|")

@@ -36,7 +36,8 @@ def extraction(images, output, gate, log):
     """``python -m fusion.extract`` as a separate process that makes every image a chunk of its own and, after
     two images, pauses until the file ``gate`` exists; its log goes to the file ``log``."""
     code = ("import pathlib, sys, time\n"
-            "from fusion.features import extract, h5\n"
+            "from fusion.features import extract\n"
+            "from fusion.store import h5\n"
             "from fusion.jobs.errors import run_cli\n"
             "h5.CHUNK_SECONDS, gate, done, features_of = 0, pathlib.Path(sys.argv[1]), [], extract.features_of\n"
             "def paused(*args, **kwargs):\n"

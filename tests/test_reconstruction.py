@@ -42,7 +42,7 @@ def write_jpeg(path: Path, rgb: np.ndarray, focal_35mm: int = None) -> Path:
 
 def test_herzjesu_reconstructed_without_poses_matches_the_ground_truth(tmp_path):
     root = shared_path("herzjesu_p8")
-    # reduced for test time (the README's figures use the full settings)
+    # reduced for test time (the figures in docs/ use the full settings)
     out = reconstruction.run(root / "images", tmp_path, max_keypoints=2048, resize_max=768)
     assert out["statistics"]["registered_images"] == 8 and out["skipped"] == []
     assert out["statistics"]["mean_reprojection_error_px"] < 1.5

@@ -33,7 +33,7 @@ confs = {
         "output": "matches-lighterglue",
         "model": {"name": "fusion_lighterglue", "filter_threshold": 0.1},
     },
-    # LightGlue's early exit: 0.8x the time, MMA@3 -0.007 on Oxford (README, Measured)
+    # LightGlue's early exit: 0.8x the time, MMA@3 -0.007 on Oxford (docs/measurements.md)
     "lighterglue_fast": {
         "output": "matches-lighterglue-fast",
         "model": {"name": "fusion_lighterglue", "filter_threshold": 0.1, "depth_confidence": 0.95},

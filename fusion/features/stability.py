@@ -3,11 +3,11 @@
 The head reads the backbone's 64-d descriptor map (and, with ``colour``, each cell's mean colour: XFeat
 sees grey levels) through a k x k convolution and, with ``context``, the 1/16 and 1/32 maps (1x1
 convolutions at their own resolution, upsampled): telling sky from a plain wall or a tree from a facade
-needs more than one cell. At inference the expected weight
-sum_k p_k * w_k (SFD2's class values 0.1 / 0.5 / 1.0) multiplies the keypoint heatmap before NMS and
-the detection threshold (``fusion.features.xfeat.detect_sparse``), once: keypoints on sky, trees and
-people must be more confident to be detected and lose the top-k to stable ones. The expectation,
-not the argmax class, so that an uncertain cell is not cut to a tenth.
+needs more than one cell. How detection uses the classes is the extractor's ``stability_use``: by
+default the keypoints of cells with P(unstable) > 0.9 (``unstable_cells``) are dropped; with
+``weight``, SFD2's expected weight sum_k p_k * w_k (class values 0.1 / 0.5 / 1.0) multiplies the keypoint
+heatmap before NMS and the detection threshold, once (``fusion.features.xfeat.detect_sparse``). The
+expectation, not the argmax class, so that an uncertain cell is not cut to a tenth.
 """
 
 from typing import Dict

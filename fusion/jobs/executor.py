@@ -82,7 +82,7 @@ def connect(address: Optional[str] = None):
         except (ConnectionError, RuntimeError) as error:
             where = f"--ray-address {cluster}: cannot connect to a Ray cluster there" if cluster else \
                 "--executor ray: cannot start a local Ray instance"
-            raise ValueError(f"{where} ({one_line(error)}); see the README's Beyond one machine") from None
+            raise ValueError(f"{where} ({one_line(error)}); see docs/cluster.md") from None
     return ray
 
 

@@ -303,7 +303,7 @@ def run_learning_stability(scene: Scene, outputs: Path, feature: str = "fused_xf
     (``fusion.training.map_stability``), then localization with ``fused_xfeat`` and that head.
 
     The second pass re-extracts the database with the fused model too (measured against keeping the
-    plain database in the README). The passes' outputs differ in their recipes (the checkpoint's
+    plain database in docs/stability.md, section 6). The passes' outputs differ in their recipes (the checkpoint's
     checksum), so their files never mix; the returned dict adds ``map`` (the first pass) and
     ``stability_checkpoint``. The second pass's ``report.html`` (in ``report_dir``, default ``outputs``)
     compares the two; the first pass's is in its ``first_pass/`` folder.

@@ -156,7 +156,7 @@ def incremental_mapping(database: Path, image_dir: Path, models_dir: Path, optio
 
 def mapping_options(mapper_options: Optional[dict]) -> pycolmap.IncrementalPipelineOptions:
     """COLMAP's defaults, seeded and on one thread: with more, the same inputs gave different models (2 or 9 of
-    9 images registered), and on 2 cores one thread maps as fast (README, Measured); ``mapper_options`` on top."""
+    9 images registered), and on 2 cores one thread maps as fast (docs/measurements.md); ``mapper_options`` on top."""
     options = pycolmap.IncrementalPipelineOptions()
     options.random_seed = SEED
     options.num_threads = 1
@@ -307,60 +307,75 @@ def main(
     if isinstance(camera_mode, pycolmap.CameraMode):  # as hloc passes it
         camera_mode = camera_mode.name.lower()
     pair_list = read_pairs(pairs) if isinstance(pairs, (str, Path)) else unique_pairs(pairs)
-    if image_list is None:
-        image_list = list_images(image_dir)
-    reader = FeatureReader(features)
-    try:
-        sizes = {name: tuple(int(v) for v in reader.read(name)["image_size"]) for name in image_list}
-    finally:
-        reader.close()
+    sizes = image_sizes(features, list_images(image_dir) if image_list is None else image_list)
     settings = {"camera_mode": camera_mode, "image_options": image_options or {},
                 "mapper_options": mapper_options or {}}
     recipe = recipe_of(list(sizes), pair_list, features, matches, settings)
     if not overwrite and check_reusable(sfm_dir, recipe):
-        model = pycolmap.Reconstruction(sfm_dir)
-        record = json.loads((sfm_dir / RECORD).read_text())
-        logger.info(f"Reconstruction: re-using {sfm_dir}: {describe(record['statistics'])}")
-        if too_few(record["statistics"]):
-            logger.warning(f"{sfm_dir} is the earlier result, {advice(record['statistics'], record.get('attempts', []))} "
-                           "(--overwrite maps again)")
-        return model
+        return reused_model(sfm_dir)
     with writing(sfm_dir, recipe, folder=True) as tmp:
-        database = tmp / "database.db"
-        groups = camera_groups(image_dir, sizes, camera_mode)
-        with quiet_colmap(verbose):
-            pycolmap.Database.open(database).close()
-            image_ids = import_images(database, image_dir, groups, image_options)
-        unread = sorted(set(sizes) - set(image_ids))
-        if unread:
-            logger.warning(f"COLMAP could not read {len(unread)} images (left out): {', '.join(unread[:10])}")
-        logger.info(f"Reconstruction: {len(image_ids)} images, {len(groups)} camera(s) ({camera_mode})")
-        imported = import_features_and_matches(database, image_ids, pair_list, features, matches)
-        pair_path = write_pairs(imported, tmp / "pairs.txt")
-        options = mapping_options(mapper_options)
-        verification = pycolmap.TwoViewGeometryOptions()
-        verification.ransac.random_seed = SEED
-        models, attempts = {}, []
-        with quiet_colmap(verbose):
-            if imported:
-                pycolmap.verify_matches(database, pair_path, verification)
-                models, attempts = map_images(database, image_dir, tmp / "models", options, len(image_ids))
-        if not models:
-            tried = f" (tried: {', '.join(what for what, _ in attempts)})" if attempts else ""
-            raise ReconstructionError(why_no_model(database, relaxed(options), len(imported)) + tried)
-        index, model = keep_largest(models, tmp, sfm_dir)
-        stats = statistics(model, len(sizes))
-        unregistered = sorted(set(image_ids) - {model.images[i].name for i in model.reg_image_ids()})
-        (tmp / RECORD).write_text(json.dumps({
-            "settings": settings, "statistics": stats, "model_index": index, "num_models": len(models),
-            "attempts": attempts, "unregistered": unregistered, "unreadable": unread, "git_commit": git_commit()},
-            indent=1))
-    logger.info(f"Reconstruction: {describe(stats)}")
+        model, record = map_into(tmp, sfm_dir, image_dir, sizes, pair_list, features, matches, settings, verbose)
+        (tmp / RECORD).write_text(json.dumps(record, indent=1))
+    logger.info(f"Reconstruction: {describe(record['statistics'])}")
+    unregistered = record["unregistered"]
     if unregistered:
         logger.warning(f"not registered: {', '.join(unregistered[:10])}{' ...' if len(unregistered) > 10 else ''}")
-    if too_few(stats):
-        logger.warning(advice(stats, attempts))
+    if too_few(record["statistics"]):
+        logger.warning(advice(record["statistics"], record["attempts"]))
     return model
+
+
+def image_sizes(features: Path, names: Sequence[str]) -> Dict[str, Tuple[int, int]]:
+    """Each image's size as its features record it."""
+    reader = FeatureReader(features)
+    try:
+        return {name: tuple(int(v) for v in reader.read(name)["image_size"]) for name in names}
+    finally:
+        reader.close()
+
+
+def reused_model(sfm_dir: Path) -> pycolmap.Reconstruction:
+    """The finished model in ``sfm_dir``, saying again what it holds and, when it is poor, what to do."""
+    model = pycolmap.Reconstruction(sfm_dir)
+    record = json.loads((sfm_dir / RECORD).read_text())
+    logger.info(f"Reconstruction: re-using {sfm_dir}: {describe(record['statistics'])}")
+    if too_few(record["statistics"]):
+        logger.warning(f"{sfm_dir} is the earlier result, {advice(record['statistics'], record.get('attempts', []))} "
+                       "(--overwrite maps again)")
+    return model
+
+
+def map_into(tmp: Path, sfm_dir: Path, image_dir: Path, sizes: Dict[str, Tuple[int, int]], pair_list, features: Path,
+             matches: Path, settings: dict, verbose: bool) -> Tuple[pycolmap.Reconstruction, dict]:
+    """pycolmap's steps in the folder ``tmp`` (renamed to ``sfm_dir`` when done): a database with the images,
+    keypoints and raw matches, verification, incremental mapping; the largest model and its record."""
+    database = tmp / "database.db"
+    groups = camera_groups(image_dir, sizes, settings["camera_mode"])
+    with quiet_colmap(verbose):
+        pycolmap.Database.open(database).close()
+        image_ids = import_images(database, image_dir, groups, settings["image_options"])
+    unread = sorted(set(sizes) - set(image_ids))
+    if unread:
+        logger.warning(f"COLMAP could not read {len(unread)} images (left out): {', '.join(unread[:10])}")
+    logger.info(f"Reconstruction: {len(image_ids)} images, {len(groups)} camera(s) ({settings['camera_mode']})")
+    imported = import_features_and_matches(database, image_ids, pair_list, features, matches)
+    pair_path = write_pairs(imported, tmp / "pairs.txt")
+    options = mapping_options(settings["mapper_options"])
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = SEED
+    models, attempts = {}, []
+    with quiet_colmap(verbose):
+        if imported:
+            pycolmap.verify_matches(database, pair_path, verification)
+            models, attempts = map_images(database, image_dir, tmp / "models", options, len(image_ids))
+    if not models:
+        tried = f" (tried: {', '.join(what for what, _ in attempts)})" if attempts else ""
+        raise ReconstructionError(why_no_model(database, relaxed(options), len(imported)) + tried)
+    index, model = keep_largest(models, tmp, sfm_dir)
+    unregistered = sorted(set(image_ids) - {model.images[i].name for i in model.reg_image_ids()})
+    return model, {"settings": settings, "statistics": statistics(model, len(sizes)), "model_index": index,
+                   "num_models": len(models), "attempts": attempts, "unregistered": unregistered,
+                   "unreadable": unread, "git_commit": git_commit()}
 
 
 def alignment_to(model: pycolmap.Reconstruction, truth_poses: Dict[str, pycolmap.Rigid3d]) -> pycolmap.Sim3d:

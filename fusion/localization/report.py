@@ -1,6 +1,6 @@
 """A static HTML report beside the outputs of every localization run (and of a reconstruction).
 
-``OUTPUTS/report.html`` is plain HTML and CSS that opens offline in any browser; its images are
+``OUTPUTS/report.html`` is one page that opens offline in any browser, without a server; its images are
 files referenced by relative paths (``OUTPUTS/*.png``, and the gallery's JPEGs in ``OUTPUTS/report/``), and its
 3D view (``view3d``) reads plotly's JavaScript from a file beside it. A localization
 report holds the command and fingerprint (settings, their hash, the source commit), the recall

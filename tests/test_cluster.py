@@ -1,12 +1,14 @@
 """--executor ray on a local Ray instance with 2 CPUs: the files of a local run, a killed worker's task retried,
 a corrupt image listed as in local runs."""
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -93,6 +95,25 @@ def extraction_cli(images, output, address, log, *options):
                             text=True)
 
 
+def pid_holding(lock: Path):
+    """The pid of the process that holds ``lock`` now (a lock file outlives its writer: one that is free or
+    not yet written gives None), so that a kill lands in a task that is running, however fast it is."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # free: that task is over
+    except BlockingIOError:
+        try:
+            return json.loads(lock.read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
+    finally:
+        os.close(fd)
+
+
 def test_a_worker_killed_mid_task_is_retried_and_the_file_is_the_same(tmp_path, photos, ray_address, one_thread):
     local = extract.main(small_conf(), photos, feature_path=tmp_path / "local.h5", workers=0)
     output, log = tmp_path / "features.h5", tmp_path / "driver.log"
@@ -100,14 +121,11 @@ def test_a_worker_killed_mid_task_is_retried_and_the_file_is_the_same(tmp_path, 
     start, killed = time.monotonic(), None
     while killed is None:  # the first task seen writing its part: its worker wrote its pid into the part's lock
         assert driver.poll() is None and time.monotonic() - start < 300, log.read_text()
-        for chunks in parts_dir(output).glob("*.h5.chunks"):
-            lock = chunks.parent / chunks.name.replace(".chunks", ".lock")
-            try:
-                killed = json.loads(lock.read_text())["pid"]
-            except (OSError, ValueError):
-                continue
-            os.kill(killed, signal.SIGKILL)
-            break
+        for lock in parts_dir(output).glob("*.h5.lock"):
+            killed = pid_holding(lock)
+            if killed:
+                os.kill(killed, signal.SIGKILL)
+                break
         time.sleep(0.005)
     assert driver.wait() == 0, log.read_text()
     retried = [line for line in log.read_text().splitlines() if "ran 2 times" in line]

@@ -127,7 +127,10 @@ class Reporter:
 
 def run_part(step: Callable, items: list, part: Path, shard: tuple, device: str, progress, options: dict) -> List[str]:
     """One Ray task: ``step`` (a module's ``*_part`` function) over the items of ``shard`` into ``part``; its failures."""
-    progress.started.remote(shard[0], os.getpid())
+    import ray
+
+    # waited for, so that an attempt killed at once is still known to the driver as an attempt
+    ray.get(progress.started.remote(shard[0], os.getpid()))
     return step(items, part, shard, device, Reporter(progress, shard[0]), **options)
 
 

@@ -32,7 +32,7 @@ from fusion.evaluation import wxbs
 from fusion.evaluation.adapters import numpy_matcher
 from fusion.features.extractor import FusionExtractor
 from fusion.features.fused import load_checkpoint, packaged_checkpoint
-from fusion.features.stability import stability_weight
+from fusion.features.stability import detection_inputs, stability_weight
 from fusion.features.xfeat import cell_values, detect_sparse, resize_to_multiple_of_32
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,18 +48,17 @@ def features_per_use(fused, image: np.ndarray, max_keypoints: int, cut: float) -
     resized, ratio = resize_to_multiple_of_32(tensor)
     size = resized.shape[-2:]
     maps = fused.backbone.forward_maps(resized)
-    probabilities = fused.stability_head(maps).softmax(1)
-    unstable = (probabilities[:, :1] > cut).float()
-    weights = {"xfeat": (None, None), "(a) weight": (stability_weight(probabilities.log()), None),
-               "(b) drop": (1 - unstable, None), "(b) demote": (None, unstable)}
+    logits = fused.stability_head(maps)
+    inputs = {"xfeat": {}, **{f"({letter}) {use}": detection_inputs(logits, use, cut)
+                              for letter, use in (("a", "weight"), ("b", "drop"), ("b", "demote"))}}
     out = {}
-    for use, (weight, demoted) in weights.items():
+    for use, stability in inputs.items():
         pred = detect_sparse(maps, size, max_keypoints, DETECTION["detection_threshold"], DETECTION["nms_kernel"],
-                             weight, demoted)
+                             **stability)
         out[use] = {"keypoints": (pred["keypoints"] * ratio).numpy(), "descriptors": pred["descriptors"].numpy(),
                     "image_size": np.array(image.shape[1::-1])}
         if use == "xfeat":
-            cells = torch.cat([probabilities, stability_weight(probabilities.log())], 1)
+            cells = torch.cat([logits.softmax(1), stability_weight(logits)], 1)
             at_keypoints = cell_values(cells, pred["keypoints"])
             out[use]["unstable"], out[use]["weight"] = at_keypoints[:, 0].numpy(), at_keypoints[:, 3].numpy()
     return out

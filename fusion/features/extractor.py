@@ -13,12 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fused import load_checkpoint, packaged_checkpoint
-from .stability import stability_weight, unstable_cells
+from .stability import STABILITY_USES, detection_inputs
 from .xfeat import detect_dense, detect_sparse, load_xfeat_backbone, official_weights, resize_to_multiple_of_32
 
 logger = logging.getLogger("fusion")
 MODES = ("sparse", "semidense")
-STABILITY_USES = ("drop", "demote", "weight")
 FUSED_ONLY_KEYS = ("stability_use", "unstable_cut")  # settings that change nothing without a stability head
 
 
@@ -88,12 +87,7 @@ class FusionExtractor(nn.Module):
         """What the stability head gives ``detect_sparse``: a cell weight or the demoted cells; nothing unfused."""
         if not self.uses_stability:
             return {}
-        logits = self.fused.stability_head(maps)
-        use = self.conf["stability_use"]
-        if use == "weight":
-            return {"stability": stability_weight(logits)}
-        unstable = unstable_cells(logits, self.conf["unstable_cut"])
-        return {"stability": 1 - unstable} if use == "drop" else {"demoted": unstable}
+        return detection_inputs(self.fused.stability_head(maps), self.conf["stability_use"], self.conf["unstable_cut"])
 
     def extract_sparse(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         resized, ratio = resize_to_multiple_of_32(image)

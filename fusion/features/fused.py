@@ -36,10 +36,6 @@ class FusedXFeat(nn.Module):
         maps["stability_logits"] = self.stability_head(maps)
         return maps
 
-    def score_weight(self, maps: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-cell keypoint weight from the stability head, or None while it is untrained."""
-        return self.stability_weight(maps) if bool(self.stability_trained) else None
-
     def stability_weight(self, maps: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-cell keypoint weight from the stability head, trained or not (graphs decide beforehand)."""
         logits = maps.get("stability_logits")

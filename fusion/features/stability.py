@@ -69,6 +69,19 @@ def unstable_cells(logits: torch.Tensor, cut: float) -> torch.Tensor:
     return (logits.float().softmax(1)[:, :1] > cut).float()
 
 
+STABILITY_USES = ("drop", "demote", "weight")
+
+
+def detection_inputs(logits: torch.Tensor, use: str, cut: float) -> Dict[str, torch.Tensor]:
+    """What the head's logits give ``detect_sparse`` for ``use``: ``drop``, a weight of 0 on confidently
+    unstable cells (P(unstable) > ``cut``) and 1 elsewhere; ``demote``, those cells as the ones to take last;
+    ``weight``, SFD2's expected weight."""
+    if use == "weight":
+        return {"stability": stability_weight(logits)}
+    unstable = unstable_cells(logits, cut)
+    return {"stability": 1 - unstable} if use == "drop" else {"demoted": unstable}
+
+
 def weight_heatmap(heatmap: torch.Tensor, cell_weight: torch.Tensor) -> torch.Tensor:
     """Full-resolution heatmap (B, 1, 8h, 8w) with every pixel multiplied by its cell's weight (B, 1, h, w)."""
     return heatmap * cell_weight.to(heatmap.dtype).repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..features.extractor import FusionExtractor
 from ..features.fused import FusedXFeat
 from ..features.matchers import mutual_nearest_neighbours
+from ..features.stability import detection_inputs
 from ..features.xfeat import detect_sparse
 from ..store.io import IMAGE_SUFFIXES
 from .data.geometry import cell_centres
@@ -136,8 +137,11 @@ def validate(fused: FusedXFeat, pairs: List[ValidationPair], device, max_keypoin
         for image in (pair.image0, pair.image1):
             image = image[None].to(device)
             out = fused(image)
+            # the fused_xfeat inference path: the head's use as the extractor's, once the head is trained
+            stability = detection_inputs(out["stability_logits"], detection["stability_use"], detection["unstable_cut"]) \
+                if bool(fused.stability_trained) else {}
             features = detect_sparse(out, image.shape[-2:], max_keypoints, detection["detection_threshold"],
-                                     detection["nms_kernel"], fused.score_weight(out))
+                                     detection["nms_kernel"], **stability)
             maps.append(out)
             keypoints.append(features)
         accuracies.append(descriptor_nn_accuracy(maps[0]["dense_descriptors"], maps[1]["dense_descriptors"],

@@ -38,6 +38,14 @@ def image_folder(tmp_path, photo_rgb) -> Path:
     return root
 
 
+def small_conf(name="xfeat", keypoints=256) -> dict:
+    """Extraction conf ``name`` with few keypoints, for quick runs."""
+    from fusion.features import extract
+
+    conf = extract.confs[name]
+    return {**conf, "model": {**conf["model"], "max_keypoints": keypoints}}
+
+
 def assert_same_h5(path, reference):
     """Same groups, datasets and dataset attributes (what readers see), whatever the file's byte layout."""
     with h5py.File(path, "r") as a, h5py.File(reference, "r") as b:

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_h5
+from conftest import assert_same_h5, small_conf
 
 from fusion.features import extract, match
 from fusion.jobs.errors import BatchError
@@ -43,10 +43,6 @@ def photos(tmp_path, photo_rgb):
         cv2.imwrite(str(root / f"{i:04d}.jpg"), np.ascontiguousarray(crop[:, :, ::-1]))
     return root
 
-
-def small_conf():
-    conf = extract.confs["xfeat"]
-    return {**conf, "model": {**conf["model"], "max_keypoints": 256}}
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from conftest import assert_same_h5
+from conftest import assert_same_h5, small_conf
 
 from fusion.features import extract
 from fusion.store.h5 import chunk_dir
@@ -26,10 +26,6 @@ def many_images(tmp_path, photo_rgb):
         cv2.imwrite(str(root / f"{i:02d}.jpg"), np.ascontiguousarray(crop[:, :, ::-1]))
     return root
 
-
-def small_conf():
-    conf = extract.confs["xfeat"]
-    return {**conf, "model": {**conf["model"], "max_keypoints": 256}}
 
 
 def extraction(images, output, gate, log):

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pycolmap
 import pytest
+from conftest import small_conf
 
 from fusion.features import extract, match
 from fusion.features.fused import FusedXFeat, save_checkpoint
@@ -23,11 +24,6 @@ from fusion.store import h5
 from fusion.store.h5 import FeatureReader, H5Writer, chunk_dir
 from fusion.store.io import read_pairs
 from fusion.store.provenance import StaleOutputError, fingerprint, input_fingerprint, make_recipe, read_recipe
-
-
-def small_conf(name="xfeat", keypoints=256):
-    conf = extract.confs[name]
-    return {**conf, "model": {**conf["model"], "max_keypoints": keypoints}}
 
 
 def fusion_cli(*args):

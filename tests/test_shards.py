@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import assert_same_h5
+from conftest import assert_same_h5, small_conf
 
 from fusion.features import extract, match
 from fusion.jobs import merge
@@ -12,10 +12,6 @@ from fusion.store.provenance import input_fingerprint
 
 NAMES = ["a.jpg", "b.png", "sub/c.jpg"]
 
-
-def small_conf(keypoints=256):
-    conf = extract.confs["xfeat"]
-    return {**conf, "model": {**conf["model"], "max_keypoints": keypoints}}
 
 
 def test_shards_partition_the_work_the_same_everywhere():
@@ -52,7 +48,7 @@ def test_merged_parts_equal_a_single_run(tmp_path, image_folder):
     single_matches = match.main(conf, pairs, merged, matches=tmp_path / "m.h5")
     match_parts = [match.main(conf, pairs, merged, matches=tmp_path / f"m{i}.h5", shard=(i, 2)) for i in (1, 2)]
     assert_same_h5(merge.main(tmp_path / "m-merged.h5", match_parts), single_matches)
-    other = extract.main(small_conf(128), image_folder, feature_path=tmp_path / "other.h5", shard=(1, 3), workers=0)
+    other = extract.main(small_conf(keypoints=128), image_folder, feature_path=tmp_path / "other.h5", shard=(1, 3), workers=0)
     with pytest.raises(ValueError, match=r"made differently .*max_keypoints: 256 -> 128"):
         merge.main(tmp_path / "bad.h5", [parts[0], other])
     with pytest.raises(ValueError, match="parts 2/3 are missing"):
